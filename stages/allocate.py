@@ -1,0 +1,30 @@
+"""allocate STAGE PREVIOUS: this stage's per-domain quotas, head and tail."""
+
+import sys
+
+import click
+
+from baldistill import layout
+from baldistill.allocation import allocate
+from baldistill.jsonl import read_json, write_json
+from baldistill.params import load_params
+from baldistill.stage import entry_point
+
+
+@click.command()
+@click.argument("stage")
+@click.argument("previous")
+@entry_point
+def main(stage: str, previous: str) -> None:
+    params = load_params()
+    counts = read_json(layout.COUNTS)
+    state = read_json(layout.StagePaths(previous).allocation)
+    result = allocate(params, counts, state, stage)
+    write_json(layout.StagePaths(stage).allocation, result)
+    print(f"{stage}: {result['teacher_calls']} teacher calls, {len(result['head'])} head and "
+          f"{len(result['tail'])} tail domains, {sum(result['synthetic'].values())} rows to synthesize",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

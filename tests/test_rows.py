@@ -1,0 +1,73 @@
+"""The row schema: bad rows name file, line and field; writes are atomic."""
+
+import json
+import os
+
+import pytest
+
+from baldistill.errors import BaldistillError
+from baldistill.jsonl import atomic_open, read_jsonl
+from baldistill.rows import Row, domain_counts, read_rows, write_rows
+
+
+def test_round_trip(tmp_path):
+    rows = [Row("1", "earn", "profit up", "earn"),
+            Row("2", "tea", "tea story", "tea", rationale="r. The answer is tea.", source="synthetic", stage=1,
+                meta={"ifd": 0.5})]
+    path = tmp_path / "rows.jsonl"
+    assert write_rows(path, rows) == 2
+    assert read_rows(path) == rows
+    assert read_rows(path, teacher=False)[1].meta == {"ifd": 0.5}
+
+
+@pytest.mark.parametrize(
+    "record,needle",
+    [
+        ({"domain": "a", "input": "x", "label": "a"}, "missing field 'id'"),
+        ({"id": "1", "domain": "", "input": "x", "label": "a"}, "field 'domain'"),
+        ({"id": "1", "domain": "a", "input": "x", "label": 3}, "field 'label'"),
+        ({"id": "1", "domain": "a", "input": "x", "label": "a", "source": "web"}, "field 'source'"),
+        ({"id": "1", "domain": "a", "input": "x", "label": "a", "stage": -1}, "field 'stage'"),
+    ],
+)
+def test_bad_row_names_file_line_and_field(tmp_path, record, needle):
+    path = tmp_path / "bad.jsonl"
+    good = {"id": "0", "domain": "a", "input": "x", "label": "a"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(BaldistillError) as err:
+        read_rows(path)
+    assert f"{path}:2" in str(err.value) and needle in str(err.value)
+
+
+def test_teacher_rows_need_rationale_source_stage(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"id": "1", "domain": "a", "input": "x", "label": "a", "source": "pool"}) + "\n")
+    with pytest.raises(BaldistillError, match=r"t.jsonl:1: missing field 'rationale'"):
+        read_rows(path, teacher=True)
+
+
+def test_invalid_json_and_duplicate_ids(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"id": "1"\n')
+    with pytest.raises(BaldistillError, match="x.jsonl:1: invalid JSON"):
+        read_jsonl(path)
+    row = {"id": "1", "domain": "a", "input": "x", "label": "a"}
+    path.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(BaldistillError, match="duplicate id"):
+        read_rows(path)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_open(path) as handle:
+            handle.write("half")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["out.jsonl"]
+
+
+def test_domain_counts_head_to_tail():
+    rows = [Row(str(i), d, "x", d) for i, d in enumerate("abbccc")]
+    assert list(domain_counts(rows).items()) == [("c", 3), ("b", 2), ("a", 1)]
