@@ -6,6 +6,7 @@ import sys
 from baldistill import datasets, layout
 from baldistill.allocation import start_state
 from baldistill.jsonl import write_json
+from baldistill.ledger import empty_ledger
 from baldistill.longtail import longtail_chart
 from baldistill.params import START, load_params
 from baldistill.rows import domain_counts, write_rows
@@ -26,6 +27,7 @@ def main() -> None:
     start = layout.StagePaths(START)
     write_json(start.allocation, start_state(counts))
     write_json(start.taken, [])
+    write_json(start.ledger, empty_ledger())
     write_rows(start.train_set, [])
     start.adapter.mkdir(parents=True, exist_ok=True)
     (start.adapter / "BASE").write_text("no adapter: the base student\n")

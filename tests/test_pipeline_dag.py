@@ -27,9 +27,22 @@ def test_dag_matches_k(tmp_path, k):
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     names = stage_names(project)
     assert [n for n in names if n.startswith("allocate@")] == [f"allocate@s{i}" for i in range(k)]
-    # stage k depends on stage k-1, and on nothing later
-    edges = {e for e in dag_edges(project) if e[0].startswith("allocate@") and e[1].startswith("allocate@")}
-    assert edges == {(f"allocate@s{i - 1}", f"allocate@s{i}") for i in range(1, k)}
+    steps = ("allocate", "select", "synthesize", "annotate", "train", "evaluate")
+    for step in steps:
+        assert [n for n in names if n.startswith(f"{step}@")] == [f"{step}@s{i}" for i in range(k)]
+    edges = dag_edges(project)
+    # stage k depends on stage k-1 (its allocation, the rows it took, its student, its
+    # training set and its teacher ledger), and no stage depends on a later one
+    for i in range(1, k):
+        assert {(f"allocate@s{i - 1}", f"allocate@s{i}"), (f"select@s{i - 1}", f"select@s{i}"),
+                (f"train@s{i - 1}", f"select@s{i}"), (f"train@s{i - 1}", f"train@s{i}"),
+                (f"annotate@s{i - 1}", f"annotate@s{i}")} <= edges
+    for i in range(k):
+        assert {(f"allocate@s{i}", f"select@s{i}"), (f"allocate@s{i}", f"synthesize@s{i}"),
+                (f"select@s{i}", f"annotate@s{i}"), (f"synthesize@s{i}", f"train@s{i}"),
+                (f"annotate@s{i}", f"train@s{i}"), (f"train@s{i}", f"evaluate@s{i}")} <= edges
+    index = {name: int(name.split("@s")[1]) for name in names if "@s" in name}
+    assert all(index.get(a, -1) <= index.get(b, 99) for a, b in edges)
 
 
 def test_repro_then_policy_experiment_changes_only_allocations(project):

@@ -85,5 +85,22 @@ def fetch(names) -> None:
         click.echo(f"{name}: {path}")
 
 
+@main.command()
+@click.argument("experiments", nargs=-1)
+@click.option("--out", "out_dir", default="reports", show_default=True, help="folder for report.md and per_domain.png")
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+def report(experiments, out_dir, params_path) -> None:
+    """Compare DVC experiments (names or revs, "workspace"; default: all):
+    a markdown table (policy, macro, micro, head, tail, teacher calls) and a
+    per-domain chart, head to tail, one series per experiment."""
+    from .params import load_params
+    from .report import write_report
+
+    threshold = load_params(params_path).data.head_threshold
+    result = write_report(list(experiments), out_dir, threshold)
+    click.echo(Path(result["markdown"]).read_text(), nl=False)
+    click.echo(f"chart: {result['chart']}")
+
+
 if __name__ == "__main__":
     main()

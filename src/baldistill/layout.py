@@ -49,6 +49,11 @@ class StagePaths:
         """Every training row gathered in stages 0..k."""
         return self.dir / "train.jsonl"
 
+    @property
+    def ledger(self) -> Path:
+        """Teacher calls budgeted and paid in this stage and every earlier one."""
+        return self.dir / "ledger.json"
+
     def report(self, step: str) -> Path:
         return self.dir / f"{step}_report.json"
 

@@ -117,6 +117,8 @@ class Student(_Section):
 
 
 class Train(_Section):
+    # The command that runs stages/train.py; e.g. "accelerate launch --multi_gpu --num_processes 4".
+    launch: str = "python"
     lr: float = Field(default=2e-4, gt=0)
     weight_decay: float = Field(default=0.03, ge=0)
     batch_size: int = Field(default=16, ge=1)

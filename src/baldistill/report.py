@@ -1,0 +1,92 @@
+"""`baldistill report`: one comparison of chosen DVC experiments.
+
+Reads each experiment's final-stage metrics through `dvc.api.exp_show` and
+its per-domain CSV through `dvc.api.read` (so experiments that are not checked
+out, and the workspace, compare alike), then writes a markdown table and the
+per-domain chart, head to tail, one series per experiment (the paper's Figure 2).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+from .errors import BaldistillError
+from .jsonl import atomic_open
+from .plots import comparison_chart
+
+COLUMNS = ("macro", "micro", "head", "tail", "teacher_calls_budgeted", "teacher_calls_paid")
+
+
+def final_stage(row: dict) -> str | None:
+    """The highest sK that has a metrics file in this experiment."""
+    stages = {int(m.group(1)) for key in row if (m := re.match(r"metrics/s(\d+)/metrics\.json:macro$", key))
+              and row[key] is not None}
+    return f"s{max(stages)}" if stages else None
+
+
+def pick(rows: list[dict], wanted: list[str]) -> list[dict]:
+    """Experiments by name or rev ("workspace" included); all of them if none named."""
+    if not wanted:
+        return [r for r in rows if r.get("rev") == "workspace" or r.get("Experiment")]
+    chosen = []
+    for name in wanted:
+        match = [r for r in rows if name in (r.get("Experiment"), r.get("rev"))]
+        if not match:
+            raise BaldistillError(f"no experiment or revision named {name!r} (see `dvc exp show`)")
+        chosen.append(match[0])
+    return chosen
+
+
+def label_of(row: dict) -> str:
+    name = row.get("Experiment") or row.get("rev")
+    return f"{row.get('policy.name', '?')} ({name})"
+
+
+def summarize(row: dict, stage: str) -> dict:
+    prefix = f"metrics/{stage}/metrics.json:"
+    return {"experiment": row.get("Experiment") or row.get("rev"), "policy": row.get("policy.name"),
+            "stage": stage, **{c: row.get(prefix + c) for c in COLUMNS}}
+
+
+def per_domain(rev: str, stage: str, repo: str | None) -> dict[str, dict]:
+    import dvc.api
+
+    text = dvc.api.read(f"metrics/{stage}/per_domain.csv", repo=repo, rev=None if rev == "workspace" else rev)
+    return {r["domain"]: {"score": float(r["score"]), "pool_rows": int(r["pool_rows"]), "n": int(r["n"])}
+            for r in csv.DictReader(io.StringIO(text))}
+
+
+def markdown(summaries: list[dict]) -> str:
+    def cell(value) -> str:
+        if value is None:
+            return "n/a"
+        return f"{100 * value:.2f}" if isinstance(value, float) and value <= 1 else f"{value:g}"
+
+    lines = ["| experiment | policy | stage | macro | micro | head | tail | calls budgeted | calls paid |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append("| " + " | ".join([str(s["experiment"]), str(s["policy"]), s["stage"]]
+                                       + [cell(s[c]) for c in COLUMNS]) + " |")
+    return "\n".join(lines) + "\n\nScores in percent (F1 or accuracy); head/tail are means of per-domain scores.\n"
+
+
+def write_report(wanted: list[str], out_dir: str | Path, head_threshold: int | None, repo: str | None = None) -> dict:
+    """Write report.md and per_domain.png under `out_dir`; returns the paths and rows."""
+    import dvc.api
+
+    rows = pick(dvc.api.exp_show(repo=repo), wanted)
+    summaries, series = [], {}
+    for row in rows:
+        stage = final_stage(row)
+        if stage is None:
+            raise BaldistillError(f"experiment {row.get('Experiment') or row.get('rev')} has no metrics yet")
+        summaries.append(summarize(row, stage))
+        series[label_of(row)] = per_domain(row["rev"], stage, repo)
+    out = Path(out_dir)
+    with atomic_open(out / "report.md") as handle:
+        handle.write(markdown(summaries))
+    comparison_chart(series, out / "per_domain.png", head_threshold, title="per-domain score, head to tail")
+    return {"markdown": str(out / "report.md"), "chart": str(out / "per_domain.png"), "rows": summaries}

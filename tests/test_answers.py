@@ -1,0 +1,137 @@
+"""Answer extraction on outputs shaped like what the teacher and student write."""
+
+import pytest
+
+from baldistill.answers import answers_match, extract_answer, normalize_math
+from baldistill.errors import BaldistillError
+
+R52 = ["earn", "acq", "crude", "nat-gas", "gas", "money-fx", "money-supply", "trade", "ship", "veg-oil", "cpi"]
+
+CLASSIFICATION = [
+    ("The story reports quarterly profits and dividends. The answer is earn.", "earn"),
+    ("The answer is **Earn**.", "earn"),
+    ('The story is about a takeover bid. The answer is "acq".', "acq"),
+    ("... falls under the topic of 'nat-gas'. The answer is nat-gas.", "nat-gas"),
+    ("It mentions gas prices but the answer is: nat-gas", "nat-gas"),
+    ("It is about petrol. The answer is gas.", "gas"),
+    ("Exchange rates moved sharply.\n\nThe answer is `money-fx`", "money-fx"),
+    ("The answer is money-supply, since M1 grew.", "money-supply"),
+    # The last "answer is" wins over an earlier one.
+    ("One might think the answer is trade, but tankers dominate. The answer is ship.", "ship"),
+    # No answer phrase: the last label mentioned.
+    ("This story concerns crude oil output, so the topic is crude", "crude"),
+    ("Topic: CPI", "cpi"),
+    # Labels only as parts of longer words do not count.
+    ("The shipment was delayed; traders waited.", None),
+    ("The answer is unknown.", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", CLASSIFICATION)
+def test_classification(text, expected):
+    assert extract_answer(text, "classification", R52) == expected
+
+
+def test_classification_returns_label_spelling():
+    assert extract_answer("The answer is NAT-GAS.", "classification", ["Nat-Gas", "Gas"]) == "Nat-Gas"
+
+
+def test_classification_without_labels_returns_text():
+    assert extract_answer("The answer is Sports.", "classification") == "Sports"
+
+
+MULTIPLE_CHOICE = [
+    ("Metals conduct heat well. The answer is B.", "B"),
+    ("The answer is (C).", "C"),
+    ("The answer is C) a magnet", "C"),
+    ("The answer is: **D**", "D"),
+    ("The answer is option E.", "E"),
+    ("The answer is b.", "B"),
+    ("The answer is A. The other choices are wrong.", "A"),
+    ("The answer is a metal spoon (B).", "B"),
+    ("Rocks are heavy. Answer: A", "A"),
+    ("B", "B"),
+    ("(D) the sun", "D"),
+    ("A plant needs sunlight to grow, so it makes food.", None),
+    ("The answer is none of them.", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", MULTIPLE_CHOICE)
+def test_multiple_choice(text, expected):
+    assert extract_answer(text, "multiple_choice") == expected
+
+
+MATH = [
+    ("14^2 + 8^2 = 260, so d = 2\\sqrt{65}. The answer is: $2\\sqrt{65}$.", "2\\sqrt{65}"),
+    ("The answer is 42.", "42"),
+    ("So x = 3.5. The answer is 3.5.", "3.5"),
+    ("The answer is -7", "-7"),
+    ("The answer is 1,000 dollars.", "1000"),
+    ("The answer is $\\dfrac{1}{2}$.", "\\frac{1}{2}"),
+    ("Thus the result is $\\boxed{\\frac{3}{4}}$.", "\\frac{3}{4}"),
+    ("First \\boxed{1}, then corrected: \\boxed{x^{2}+1}", "x^{2}+1"),
+    ("The answer is \\boxed{12}. This is because 3*4=12.", "12"),
+    ("The answer is 5. Because 2+3=5.", "5"),
+    ("The answer is (1, 2).", "(1,2)"),
+    ("The answer is $90^\\circ$.", "90"),
+    ("I could not solve it.", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", MATH)
+def test_math(text, expected):
+    assert extract_answer(text, "math") == expected
+
+
+ABSTRACTIVE = [
+    ("The passage says she moved to Paris. The answer is Paris.", "Paris"),
+    ("The answer is: \"the old lighthouse\"", "the old lighthouse"),
+    ("The answer is Dr. Watson. He was there the whole time.", "Dr. Watson"),
+    ("The answer is the U.S. Army", "the U.S. Army"),
+    ("The answer is **three years**.\nExtra notes.", "three years"),
+    ("No phrase here at all", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", ABSTRACTIVE)
+def test_abstractive_qa(text, expected):
+    assert extract_answer(text, "abstractive_qa") == expected
+
+
+MATCHES = [
+    ("earn", "EARN", "classification", True),
+    ("earn", "acq", "classification", False),
+    ("B", "B", "multiple_choice", True),
+    ("B", "(B)", "multiple_choice", True),
+    ("B", "C", "multiple_choice", False),
+    ("0.5", "\\frac{1}{2}", "math", True),
+    ("\\frac12", "0.5", "math", True),
+    ("2.0", "2", "math", True),
+    ("1000", "1,000", "math", True),
+    ("2\\sqrt{65}", "2 \\sqrt{65}", "math", True),
+    ("3", "4", "math", False),
+    ("The Old Lighthouse", "old lighthouse", "abstractive_qa", True),
+    ("Paris", "London", "abstractive_qa", False),
+    (None, "earn", "classification", False),
+]
+
+
+@pytest.mark.parametrize("pred,gold,task,expected", MATCHES)
+def test_answers_match(pred, gold, task, expected):
+    assert answers_match(pred, gold, task) is expected
+
+
+def test_extract_then_match_round_trip():
+    text = "Doubling 250 gives 500. The answer is $500$."
+    assert answers_match(extract_answer(text, "math"), "500", "math")
+
+
+def test_normalize_math_strips_text_units():
+    assert normalize_math("\\text{ 5 } ") == "5"
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(BaldistillError, match="unknown task type"):
+        extract_answer("The answer is 1.", "regression")

@@ -1,0 +1,92 @@
+"""The request cache: keys, durability across processes, export/import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from baldistill.cache import RequestCache, default_dir, key_material, request_key
+from baldistill.errors import BaldistillError
+
+MESSAGES = [{"role": "user", "content": "Explain. The answer is earn."}]
+
+
+def key(temperature=0.0, sample=None, **changes):
+    material = key_material("m", MESSAGES, temperature, 64, sample)
+    material.update(changes)
+    return request_key(material)
+
+
+def test_key_ignores_sample_for_greedy_requests_only():
+    assert key(0.0, sample=1) == key(0.0, sample=2)
+    assert key(0.9, sample=1) != key(0.9, sample=2)
+    assert key(0.0) != key(0.9, sample=0)
+    assert key(max_tokens=65) != key()
+
+
+def test_key_is_independent_of_dict_order():
+    a = {"model": "m", "messages": MESSAGES, "temperature": 0.0, "max_tokens": 64}
+    b = dict(reversed(list(a.items())))
+    b["messages"] = [dict(reversed(list(MESSAGES[0].items())))]
+    assert request_key(a) == request_key(b)
+    assert len(request_key(a)) == 64
+
+
+def test_first_answer_wins(tmp_path):
+    with RequestCache(tmp_path) as cache:
+        assert cache.put("k", {"q": 1}, {"content": "first"})
+        assert not cache.put("k", {"q": 1}, {"content": "second"})
+        assert cache.get("k") == {"content": "first"}
+        assert cache.get("missing") is None and len(cache) == 1
+
+
+def test_location_comes_from_env_then_cwd(tmp_path, monkeypatch):
+    monkeypatch.delenv("BALDISTILL_TEACHER_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_dir() == tmp_path / ".baldistill" / "teacher-cache"
+    monkeypatch.setenv("BALDISTILL_TEACHER_CACHE", str(tmp_path / "elsewhere"))
+    with RequestCache() as cache:
+        cache.put("k", {}, {"content": "x"})
+    assert (tmp_path / "elsewhere" / "cache.sqlite").exists()
+
+
+def test_entries_written_by_other_processes_are_visible(tmp_path):
+    """Two writer processes at once, then a reader: nothing lost, nothing locked."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from baldistill.cache import RequestCache
+        cache = RequestCache(sys.argv[1])
+        for i in range(20):
+            cache.put(f"{sys.argv[2]}-{i}", {"i": i}, {"content": sys.argv[2]})
+        """
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), name]) for name in ("a", "b")]
+    assert [w.wait(timeout=60) for w in writers] == [0, 0]
+    with RequestCache(tmp_path) as cache:
+        assert len(cache) == 40
+        assert cache.get("b-19") == {"content": "b"}
+
+
+def test_export_then_import_round_trip(tmp_path):
+    material = key_material("m", MESSAGES, 0.0, 64, None)
+    k = request_key(material)
+    with RequestCache(tmp_path / "one") as cache:
+        cache.put(k, material, {"content": "The answer is earn."})
+        assert cache.export_jsonl(tmp_path / "used.jsonl", [k, k, "not-there"]) == 1
+    with RequestCache(tmp_path / "two") as other:
+        assert other.import_jsonl(tmp_path / "used.jsonl") == 1
+        assert other.import_jsonl(tmp_path / "used.jsonl") == 0
+        assert other.get(k) == {"content": "The answer is earn."}
+
+
+def test_import_rejects_an_entry_whose_key_does_not_match(tmp_path):
+    material = key_material("m", MESSAGES, 0.0, 64, None)
+    line = {"key": request_key(material), "request": {**material, "max_tokens": 1}, "response": {"content": "x"}}
+    (tmp_path / "bad.jsonl").write_text(json.dumps(line) + "\n")
+    with RequestCache(tmp_path / "c") as cache, pytest.raises(BaldistillError, match="bad.jsonl:1: key does not match"):
+        cache.import_jsonl(tmp_path / "bad.jsonl")

@@ -1,0 +1,79 @@
+"""A killed annotate step loses no paid answer and re-asks nothing it already got."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from teacher_fakeserver import Action, FakeTeacher, body_key
+from teacher_helpers import SECRET, files_contain, pool_rows
+
+from baldistill.cache import RequestCache
+from baldistill.rows import read_rows, write_rows
+
+CHILD = Path(__file__).with_name("teacher_child.py")
+
+
+def start_child(base_url: str, workdir: Path) -> subprocess.Popen:
+    env = {**os.environ, "BALDISTILL_TEST_KEY": SECRET, "BALDISTILL_TEACHER_CACHE": str(workdir / "cache"),
+           "TQDM_DISABLE": "1"}
+    return subprocess.Popen([sys.executable, str(CHILD), base_url, str(workdir)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stored_server_keys(cache_dir: Path) -> set[str]:
+    """Server-side keys of every answer in the cache (its request has the body's fields)."""
+    with RequestCache(cache_dir) as cache:
+        return {body_key(entry["request"]) for entry in cache.entries(cache.keys())}
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_sigkill_midway_then_rerun_resumes(tmp_path):
+    rows = pool_rows(2)[:8]
+    write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeTeacher(delay=0.4) as server:
+        child = start_child(server.base_url, tmp_path)
+        # Kill once >= 3 answers are out and every answer sent so far is on disk;
+        # the next requests are then inside the server's 0.4 s delay.
+        wait_for(lambda: len(server.answered()) >= 3 and (tmp_path / "cache" / "cache.sqlite").exists()
+                 and server.answered() <= stored_server_keys(tmp_path / "cache"))
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+        answered_before = server.answered()
+        seen_before = len(server.seen)
+        kept = answered_before & stored_server_keys(tmp_path / "cache")
+        assert not (tmp_path / "out.jsonl").exists()
+        assert len(answered_before - kept) <= 1  # at most an answer caught in the kill's instant
+        assert 3 <= len(kept) < len(rows)
+
+        rerun = start_child(server.base_url, tmp_path)
+        _, err = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, err
+        asked_again = [s.key for s in server.seen[seen_before:]]
+
+    assert set(asked_again).isdisjoint(kept)  # nothing already answered and stored is asked again
+    assert len(asked_again) == len(set(asked_again)) == len(rows) - len(kept)
+    out = read_rows(tmp_path / "out.jsonl", teacher=True)
+    assert sorted(r.id for r in out) == sorted(r.id for r in rows)
+
+
+def test_refused_request_exits_2_with_one_line_and_no_secret(tmp_path):
+    write_rows(tmp_path / "rows.jsonl", pool_rows(1))
+    refuse = Action("status", 401, content="Incorrect API key provided: {auth}")
+    with FakeTeacher(lambda key, attempt, body: refuse) as server:
+        child = start_child(server.base_url, tmp_path)
+        _, err = child.communicate(timeout=120)
+    assert child.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: teacher refused the request: HTTP 401")
+    assert SECRET not in err and files_contain(tmp_path, SECRET) == []

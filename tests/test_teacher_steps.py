@@ -1,0 +1,217 @@
+"""annotate() and synthesize() end to end against a loopback OpenAI-protocol server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from teacher_fakeserver import Action, FakeTeacher
+from teacher_helpers import INFO, LABELS, SECRET, files_contain, make_params, pool_rows
+
+from baldistill.annotation import annotate
+from baldistill.answers import extract_answer
+from baldistill.dataset_info import DatasetInfo
+from baldistill.errors import BaldistillError
+from baldistill.rows import Row
+from baldistill.synthesis import synthesize
+from baldistill.teacher import open_client
+
+
+@pytest.fixture(autouse=True)
+def teacher_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("BALDISTILL_TEST_KEY", SECRET)
+    monkeypatch.setenv("BALDISTILL_TEACHER_CACHE", str(tmp_path / "cache"))
+
+
+def prompt_of(body: dict) -> str:
+    return body["messages"][-1]["content"]
+
+
+# ---- annotation -------------------------------------------------------------
+
+def test_annotate_gives_every_row_a_rationale(tmp_path):
+    rows = pool_rows(2)
+    params = make_params("http://placeholder", max_tokens=77)
+    with FakeTeacher() as server:
+        params = make_params(server.base_url, max_tokens=77)
+        with open_client(params, budget=len(rows), backoff=0.01) as client:
+            out, report = annotate(rows, 1, params, INFO, client)
+    assert [r.id for r in out] == [r.id for r in rows]
+    assert all(r.source == "pool" and r.stage == 1 for r in out)
+    assert all(extract_answer(r.rationale, "classification", LABELS) == r.label for r in out)
+    bodies = [s.body for s in server.seen]
+    assert {(b["temperature"], b["max_tokens"]) for b in bodies} == {(0.0, 77)}
+    for row in rows:  # arrival order is not row order at concurrency 2
+        (prompt,) = [prompt_of(b) for b in bodies if f"News story: {row.input}." in prompt_of(b)]
+        assert f"The correct topic is {row.label}." in prompt
+    assert report["mismatch_total"] == 0 and report["teacher"]["calls_paid"] == len(rows)
+
+
+def disagreeing(key, attempt, body):
+    """Answer 'crude' for earn stories and nothing usable for acq stories."""
+    prompt = prompt_of(body)
+    if "The correct topic is earn." in prompt:
+        return Action(content="It mentions oil. The answer is crude.")
+    if "The correct topic is acq." in prompt:
+        return Action(content="This is a story about companies.")
+    if "The correct topic is ship." in prompt:
+        return Action(content="The topic of this story is ship.")  # right, but no answer sentence
+    return Action()
+
+
+@pytest.mark.parametrize("policy", ["keep", "drop"])
+def test_annotate_mismatches_are_counted_and_handled(policy):
+    rows = pool_rows(2)
+    with FakeTeacher(disagreeing) as server:
+        params = make_params(server.base_url, on_mismatch=policy)
+        with open_client(params, budget=len(rows), backoff=0.01) as client:
+            out, report = annotate(rows, 0, params, INFO, client)
+    assert report["mismatches"] == {"no_answer": 2, "wrong_answer": 2}
+    assert report["answer_sentence_added"] == 2
+    ships = [r for r in out if r.label == "ship"]
+    assert len(ships) == 2 and all(r.rationale.endswith("is ship. The answer is ship.") for r in ships)
+    fixed = [r for r in out if r.label in ("earn", "acq")]
+    if policy == "drop":
+        assert fixed == [] and len(out) == len(rows) - 4
+    else:
+        assert len(out) == len(rows)
+        assert all(r.rationale.endswith(f"The answer is {r.label}.") for r in fixed)
+        assert all(extract_answer(r.rationale, "classification", LABELS) == r.label for r in fixed)
+    assert report["teacher"]["calls_budgeted"] == len(rows)
+
+
+def test_annotate_refuses_to_go_over_budget_and_sends_nothing():
+    rows = pool_rows(2)
+    with FakeTeacher() as server:
+        params = make_params(server.base_url)
+        with open_client(params, budget=len(rows) - 1, backoff=0.01) as client:
+            with pytest.raises(BaldistillError, match="budget exceeded"):
+                annotate(rows, 0, params, INFO, client)
+    assert server.seen == []
+
+
+def test_unset_api_key_for_a_remote_url_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("BALDISTILL_TEST_KEY")
+    params = make_params("https://api.example.invalid/v1")
+    with pytest.raises(BaldistillError, match=r"BALDISTILL_TEST_KEY is not set"):
+        with open_client(params, budget=1):
+            pass
+
+
+# ---- synthesis --------------------------------------------------------------
+
+def topic(body: dict) -> str:
+    return re.search(r"write a short news story with the topic (\S+) and", prompt_of(body)).group(1)
+
+
+def by_sample(outputs: dict[str, list[str]]):
+    """Answer the i-th request of each topic (in arrival order) with outputs[topic][i]."""
+    count: dict[str, int] = {}
+
+    def plan(key, attempt, body):
+        domain = topic(body)
+        i = count.get(domain, 0)
+        count[domain] = i + 1
+        return Action(content=outputs[domain][i % len(outputs[domain])])
+
+    return plan
+
+
+GOOD = "Input: Tanker rates rose as ports reopened.\nRationale: Shipping is the subject. The answer is ship."
+
+
+def test_synthesize_parses_keeps_and_drops_by_reason():
+    pool = pool_rows(4)
+    outputs = {
+        "ship": [
+            GOOD,
+            "**Input:** Freight lines add vessels.\n**Rationale:** About shipping. The answer is **ship**.",
+            "Input: Crude prices fell.\nRationale: Oil. The answer is crude.",  # wrong label
+            "Here is a story about ships, no format at all.",  # unparsable
+            f"Input: {pool_rows(4)[-1].input}\nRationale: Copy. The answer is ship.",  # copied a demonstration
+        ],
+        "crude": ["Input: OPEC cut output.\nRationale: Oil supply story, so crude"],  # answer w/o sentence
+    }
+    with FakeTeacher(by_sample(outputs)) as server:
+        params = make_params(server.base_url, concurrency=1, synth_temperature=0.7, synth_max_tokens=99)
+        with open_client(params, budget=7, backoff=0.01) as client:
+            rows, report = synthesize(pool, {"ship": 5, "crude": 1}, 2, params, INFO, client)
+    kept = {r.id: r for r in rows}
+    assert set(kept) == {"syn-s2-ship-0", "syn-s2-ship-1", "syn-s2-crude-0"}
+    assert report["dropped"] == {"copied_demonstration": 1, "no_rationale": 1, "wrong_label": 1}
+    assert report["per_domain"]["ship"] == {"requested": 5, "kept": 2}
+    assert kept["syn-s2-ship-0"].input == "Tanker rates rose as ports reopened."
+    assert kept["syn-s2-crude-0"].rationale.endswith("The answer is crude.")
+    assert all(r.source == "synthetic" and r.stage == 2 and r.label == r.domain for r in rows)
+    assert report["teacher"]["calls_budgeted"] == 6  # dropped calls still cost budget
+    assert {(s.body["temperature"], s.body["max_tokens"]) for s in server.seen} == {(0.7, 99)}
+
+
+def test_synthesis_prompts_show_three_demonstrations_of_their_own_domain():
+    pool = pool_rows(5)
+    with FakeTeacher(by_sample({"ship": [GOOD]})) as server:
+        params = make_params(server.base_url)
+        with open_client(params, budget=4, backoff=0.01) as client:
+            synthesize(pool, {"ship": 4}, 0, params, INFO, client)
+    for seen in server.seen:
+        shown = [r for r in pool if f"Input: {r.input}\n" in prompt_of(seen.body)]
+        assert len(shown) == 3 and {r.domain for r in shown} == {"ship"}
+        assert "The answer is ship." in prompt_of(seen.body)
+
+
+def test_synthesis_is_seeded_and_fresh_per_stage(tmp_path, monkeypatch):
+    pool = pool_rows(5) + [Row(id="lonely", domain="nat-gas", input="gas pipeline deal", label="nat-gas")]
+    outputs = {"ship": [GOOD], "nat-gas": ["Input: LNG imports.\nRationale: Gas. The answer is nat-gas."]}
+
+    def prompts_for(stage: int, cache: str) -> list[str]:
+        monkeypatch.setenv("BALDISTILL_TEACHER_CACHE", str(tmp_path / cache))
+        with FakeTeacher(by_sample(outputs)) as server:
+            params = make_params(server.base_url, concurrency=1)
+            with open_client(params, budget=3, backoff=0.01) as client:
+                rows, _ = synthesize(pool, {"ship": 2, "nat-gas": 1}, stage, params, INFO, client)
+        assert len(rows) == 3
+        return sorted(prompt_of(s.body) for s in server.seen)
+
+    first = prompts_for(0, "a")
+    assert prompts_for(0, "b") == first  # same seed, stage: same demonstrations
+    assert prompts_for(1, "b") != first  # another stage draws again ...
+    # ... and even the one-row domain, whose prompt cannot change, is a new call, not a cache hit.
+    assert sum("with the topic nat-gas and" in p for p in prompts_for(1, "a")) == 1
+
+
+def test_multiple_choice_answer_must_be_one_of_the_choices():
+    info = DatasetInfo(name="mcqa", task="multiple_choice", labels=["A", "B", "C", "D", "E"])
+    pool = [Row(id=f"q{i}", domain="obqa", input=f"Q{i}? (A) x (B) y", label="A") for i in range(3)]
+    outputs = [
+        "Input: What melts ice? (A) heat (B) cold\nRationale: Heat melts ice. The answer is A.",
+        "Input: What is wet? (A) water (B) sand\nRationale: Water. The answer is D.",
+    ]
+    count = iter(range(100))
+    with FakeTeacher(lambda key, attempt, body: Action(content=outputs[next(count) % 2])) as server:
+        params = make_params(server.base_url, concurrency=1)
+        with open_client(params, budget=2, backoff=0.01) as client:
+            rows, report = synthesize(pool, {"obqa": 2}, 0, params, info, client)
+    assert [(r.id, r.label) for r in rows] == [("syn-s0-obqa-0", "A")]
+    assert report["dropped"] == {"answer_not_a_choice": 1}
+
+
+def test_no_secret_in_cache_reports_or_rows(tmp_path):
+    with FakeTeacher(by_sample({"ship": [GOOD]})) as server:
+        params = make_params(server.base_url)
+        with open_client(params, budget=2, backoff=0.01) as client:
+            rows, report = synthesize(pool_rows(3), {"ship": 2}, 0, params, INFO, client)
+            client.export_used(tmp_path / "responses.jsonl")
+    assert files_contain(tmp_path, SECRET) == []
+    assert SECRET not in repr(report) + repr(rows)
+
+
+def test_dataset_info_round_trip_and_validation(tmp_path):
+    INFO.save(tmp_path / "info.json")
+    assert DatasetInfo.load(tmp_path / "info.json") == INFO
+    assert INFO.labels_text == "earn, acq, crude, nat-gas, ship"
+    (tmp_path / "bad.json").write_text('{"name": "x", "task": "regression", "labels": []}')
+    with pytest.raises(BaldistillError, match=r"bad.json: dataset info: task must be one of"):
+        DatasetInfo.load(tmp_path / "bad.json")
+    (tmp_path / "bad2.json").write_text('{"name": "x", "task": "math", "labels": "abc"}')
+    with pytest.raises(BaldistillError, match="labels must be a list"):
+        DatasetInfo.load(tmp_path / "bad2.json")
