@@ -1,0 +1,92 @@
+"""Evaluation end to end on the tiny student, and its scoring with a scripted generator."""
+
+from __future__ import annotations
+
+import pytest
+
+from baldistill import evaluation
+from baldistill.evaluation import evaluate, row_score
+from baldistill.params import Params
+from baldistill.rows import Row
+
+LABELS = ["earn", "acq", "gold", "crude"]
+POOL = {"earn": 120, "acq": 60, "gold": 7, "crude": 3}
+KEYS = {"macro", "micro", "head", "tail", "per_domain", "n", "no_answer"}
+
+
+def make_params(model: str) -> Params:
+    return Params.model_validate(
+        {
+            "budget": {"total": 8},
+            "rounds": {"s0": "start"},
+            "data": {"head_threshold": 50},
+            "student": {"model": model, "max_input_tokens": 24},
+            "evaluate": {"batch_size": 4, "max_new_tokens": 6},
+        }
+    )
+
+
+def make_test_rows() -> list[Row]:
+    return [Row(id=f"t{i}", domain=d, input=f"report {i} on {d}", label=d) for i, d in enumerate(LABELS + LABELS[:2])]
+
+
+def test_evaluate_runs_the_tiny_student_end_to_end(tiny_student_dir):
+    rows = make_test_rows()
+    metrics, predictions = evaluate(rows, make_params(tiny_student_dir), "classification", LABELS, POOL, None)
+    assert KEYS <= set(metrics)
+    assert metrics["n"] == len(rows) == len(predictions)
+    assert list(metrics["per_domain"]) == ["earn", "acq", "gold", "crude"]  # head to tail
+    assert metrics["per_domain"]["earn"] == {"score": metrics["per_domain"]["earn"]["score"], "n": 2, "pool_rows": 120}
+    assert 0.0 <= metrics["macro"] <= 1.0 and 0.0 <= metrics["no_answer"] <= 1.0
+    for row, pred in zip(rows, predictions):
+        assert set(pred) == {"id", "domain", "gold", "pred", "output", "score"}
+        assert (pred["id"], pred["domain"], pred["gold"]) == (row.id, row.domain, row.label)
+        assert isinstance(pred["output"], str)
+        assert pred["pred"] is None or pred["pred"] in LABELS
+
+
+def test_evaluate_with_a_base_marker_dir_is_zero_shot(tiny_student_dir, tmp_path):
+    (tmp_path / "BASE").write_text("")
+    rows = make_test_rows()[:2]
+    params = make_params(tiny_student_dir)
+    with_marker, _ = evaluate(rows, params, "classification", LABELS, POOL, str(tmp_path))
+    without, _ = evaluate(rows, params, "classification", LABELS, POOL, None)
+    assert with_marker == without
+
+
+def test_evaluate_scores_what_the_student_says(tiny_student_dir, monkeypatch):
+    """Scripted outputs: right, right, unparsable, wrong... -> hand-checked scores."""
+    rows = make_test_rows()
+    outputs = [
+        "It reports profits. The answer is earn.",
+        "The answer is **acq**.",
+        "I am not sure.",
+        "The answer is gold.",  # gold for crude
+        "The answer is earn.",
+        "The answer is ACQ.",
+    ]
+    seen = {}
+
+    def scripted(model, tokenizer, prompts, max_new_tokens, batch_size):
+        seen.update(prompts=prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        return outputs
+
+    monkeypatch.setattr(evaluation, "generate_texts", scripted)
+    metrics, predictions = evaluate(rows, make_params(tiny_student_dir), "classification", LABELS, POOL, None)
+    assert seen["max_new_tokens"] == 6 and seen["batch_size"] == 4
+    assert "report 0 on earn" in seen["prompts"][0] and "<|im_start|>assistant" in seen["prompts"][0]
+    assert [p["pred"] for p in predictions] == ["earn", "acq", None, "gold", "earn", "acq"]
+    assert [p["score"] for p in predictions] == [1, 1, 0, 0, 1, 1]
+    # earn 1, acq 1, gold: TP0 FP1 FN1 -> 0, crude: FN -> 0
+    assert metrics["per_domain"]["earn"]["score"] == 1.0 and metrics["per_domain"]["gold"]["score"] == 0.0
+    assert metrics["macro"] == pytest.approx(0.5)
+    assert metrics["head"] == 1.0 and metrics["tail"] == 0.0
+    assert metrics["no_answer"] == pytest.approx(1 / 6)
+
+
+def test_row_score_per_task():
+    assert row_score("classification", "earn", "EARN", LABELS) == 1.0
+    assert row_score("classification", "earn", None, LABELS) == 0.0
+    assert row_score("math", "\\frac{1}{2}", "0.5", []) == 1.0
+    assert row_score("multiple_choice", "B", "C", []) == 0.0
+    assert row_score("abstractive_qa", "cat sat down", "the cat sat", []) == pytest.approx(0.8)

@@ -1,0 +1,144 @@
+"""The whole pipeline in a real DVC repo: a tiny student, a real HTTP teacher
+on 127.0.0.1 (OpenAI protocol), real files. Re-runs, experiments between
+policies and sharing through a DVC remote cost exactly what they should."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from dvc_project import dvc, make_project, ran_stages, run
+from teacher_fakeserver import Action, FakeTeacher, default_content
+
+LABELS = {"earn": 14, "acq": 6, "tea": 1}
+BUDGET = 12
+
+
+def teacher_reply(key: str, attempt: int, body: dict) -> Action:
+    prompt = body["messages"][-1]["content"]
+    topic = re.search(r"compose a news story with the topic (\S+)", prompt)
+    if topic:  # synthesis: a new story of the asked-for topic, with its rationale
+        label = topic.group(1)
+        return Action(content=f"Input: A brand new story about {label} prices.\n"
+                              f"Rationale: The story is about {label}. The answer is {label}.")
+    return Action(content=default_content(body))
+
+
+def write_data(root):
+    lines = {"train": [], "test": []}
+    for label, n in LABELS.items():
+        for i in range(n):
+            lines["train"].append({"text": f"{label} report number {i} on {label} markets", "topic": label})
+        for i in range(2):
+            lines["test"].append({"text": f"{label} test story {i}", "topic": label})
+    for split, rows in lines.items():
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def configure(project, teacher_url, student_dir):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"].update(dataset="jsonl", test_per_domain=None, head_threshold=5,
+                          jsonl={"train": "train.jsonl", "test": "test.jsonl", "task": "classification",
+                                 "name": "R52", "fields": {"id": None, "input": "text", "label": "topic",
+                                                           "domain": "topic"}})
+    params["budget"]["total"] = BUDGET
+    params["policy"]["name"] = "adaptive"
+    params["teacher"].update(base_url=teacher_url, model="fake-teacher", concurrency=2, timeout=10, max_retries=2)
+    params["student"].update(model=student_dir, max_input_tokens=32, max_rationale_tokens=24)
+    params["train"].update(epochs=1, batch_size=4, micro_batch_size=4)
+    params["select"].update(candidates_per_row=2, batch_size=8, max_new_tokens=6)
+    params["evaluate"].update(batch_size=8, max_new_tokens=6)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_data(project)
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "tiny config")
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    with FakeTeacher(teacher_reply) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, teacher, tiny_student_dir):
+    root = make_project(tmp_path_factory.mktemp("e2e"))
+    configure(root, teacher.base_url, tiny_student_dir)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def teacher_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("BALDISTILL_TEACHER_CACHE", str(tmp_path_factory.getbasetemp() / "teacher-cache"))
+
+
+def all_stages(k=2):
+    steps = ["allocate", "select", "synthesize", "annotate", "train", "evaluate"]
+    return {"prepare"} | {f"{s}@s{i}" for s in steps for i in range(k)}
+
+
+def test_repro_runs_every_step_within_budget(project, teacher):
+    result = dvc(project, "repro")
+    assert set(ran_stages(result.stdout)) == all_stages()
+    metrics = json.loads((project / "metrics/s1/metrics.json").read_text())
+    assert {"macro", "micro", "head", "tail"} <= set(metrics) and metrics["policy"] == "adaptive"
+    assert len(set(teacher.keys())) <= BUDGET
+    reports = [json.loads((project / f"data/rounds/s{k}/{step}_report.json").read_text())
+               for k in range(2) for step in ("synthesize", "annotate")]
+    assert sum(r["teacher"]["calls_budgeted"] for r in reports) <= BUDGET
+    assert (project / "metrics/s1/per_domain.png").read_bytes()[:4] == b"\x89PNG"
+    train = [json.loads(line) for line in (project / "data/rounds/s1/train.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in train} == {"pool", "synthetic"} and len(train) == BUDGET
+
+
+def test_second_repro_does_nothing_and_calls_nobody(project, teacher):
+    dvc(project, "repro")
+    before = len(teacher.keys())
+    again = dvc(project, "repro")
+    assert ran_stages(again.stdout) == []
+    assert len(teacher.keys()) == before
+
+
+def test_evaluation_param_reruns_only_evaluation(project, teacher):
+    dvc(project, "repro")
+    before = len(teacher.keys())
+    exp = dvc(project, "exp", "run", "-S", "evaluate.max_new_tokens=5")
+    assert set(ran_stages(exp.stdout)) == {"evaluate@s0", "evaluate@s1"}
+    assert len(teacher.keys()) == before
+
+
+def test_policy_experiment_reruns_allocation_onwards_and_pays_identical_requests_once(project, teacher):
+    dvc(project, "repro")
+    answered_before = teacher.answered()
+    n_before = len(teacher.keys())
+    exp = dvc(project, "exp", "run", "-S", "policy.name=naive")
+    ran = set(ran_stages(exp.stdout))
+    assert "prepare" not in ran and {"allocate@s0", "allocate@s1"} <= ran
+    sent = teacher.keys()[n_before:]
+    # a request the teacher already answered (in any experiment) is never sent again
+    assert not set(sent) & answered_before
+    reports = [json.loads((project / f"data/rounds/s{k}/{step}_report.json").read_text())
+               for k in range(2) for step in ("synthesize", "annotate")]
+    assert sum(r["teacher"]["calls_budgeted"] for r in reports) <= BUDGET
+    assert len(set(sent)) <= sum(r["teacher"]["calls_paid"] for r in reports)
+
+
+def test_pull_from_remote_in_a_fresh_clone_recomputes_nothing(project, teacher, tmp_path):
+    dvc(project, "repro")
+    remote = tmp_path / "remote"
+    dvc(project, "remote", "add", "-d", "shared", str(remote))
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "results")
+    dvc(project, "push", "--run-cache")
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    before = len(teacher.keys())
+    dvc(clone, "pull", "--run-cache")
+    result = dvc(clone, "repro")
+    assert ran_stages(result.stdout) == []
+    assert len(teacher.keys()) == before
+    assert json.loads((clone / "metrics/s1/metrics.json").read_text()) == \
+        json.loads((project / "metrics/s1/metrics.json").read_text())

@@ -1,0 +1,230 @@
+"""LoRA training on the tiny student: masking, loss, fresh adapters, BASE, multi-process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from baldistill.params import Params
+from baldistill.prompts import load_prompts
+from baldistill.rows import Row
+from baldistill.student import BASE_MARKER, build_prompt, encode_prompt, has_adapter, load_student, load_tokenizer
+from baldistill.training import IGNORE_INDEX, accumulation_steps, collate, encode_example, train
+
+SCRIPTS = Path(__file__).parent / "scripts"
+LABELS = ["earn", "acq", "gold", "crude"]
+
+
+def make_params(model: str, **train) -> Params:
+    settings = {"lr": 1e-2, "batch_size": 4, "micro_batch_size": 2, "epochs": 3, "seed": 0, **train}
+    return Params.model_validate(
+        {
+            "budget": {"total": 8},
+            "rounds": {"s0": "start"},
+            "student": {"model": model, "max_input_tokens": 24, "max_rationale_tokens": 16},
+            "train": settings,
+        }
+    )
+
+
+def make_rows(rationale: bool = True) -> list[Row]:
+    return [
+        Row(
+            id=str(i),
+            domain=label,
+            input=f"news {i}: shares of the {label} group moved today",
+            label=label,
+            rationale=f"The story is about {label}. The answer is {label}." if rationale else None,
+        )
+        for i, label in enumerate(LABELS)
+    ]
+
+
+def read_log(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def adapter_weights(out_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(out_dir) / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_student_dir, tmp_path_factory):
+    """One short run shared by the tests that only read its outputs."""
+    out = tmp_path_factory.mktemp("train")
+    summary = train(make_rows(), make_params(tiny_student_dir), "classification", str(out / "adapter"), str(out / "log.csv"))
+    return out, summary
+
+
+def test_prompt_tokens_are_masked_and_target_is_trained(tiny_student_dir):
+    tokenizer = load_tokenizer(tiny_student_dir)
+    params = make_params(tiny_student_dir)
+    prompts = load_prompts("classification")
+    row = make_rows()[0]
+    example = encode_example(row, tokenizer, prompts, params.student)
+    prompt_ids = encode_prompt(tokenizer, build_prompt(tokenizer, prompts, row.input, params.student.max_input_tokens))
+    n = len(prompt_ids)
+    assert example.input_ids[:n] == prompt_ids  # the exact ids the student sees at evaluation
+    assert example.labels[:n] == [IGNORE_INDEX] * n
+    assert example.labels[n:] == example.input_ids[n:]
+    assert tokenizer.decode(example.labels[n:]) == f"{row.rationale}{tokenizer.eos_token}"
+
+
+def test_label_only_rows_train_on_the_answer_sentence(tiny_student_dir):
+    tokenizer = load_tokenizer(tiny_student_dir)
+    params = make_params(tiny_student_dir)
+    example = encode_example(make_rows(rationale=False)[1], tokenizer, load_prompts("classification"), params.student)
+    target = [t for t in example.labels if t != IGNORE_INDEX]
+    assert tokenizer.decode(target) == f"The answer is acq.{tokenizer.eos_token}"
+
+
+def test_collate_pads_right_and_masks_padding(tiny_student_dir):
+    tokenizer = load_tokenizer(tiny_student_dir)
+    params = make_params(tiny_student_dir)
+    prompts = load_prompts("classification")
+    rows = make_rows()
+    rows[0] = rows[0].with_(input="a much longer story " * 6)
+    examples = [encode_example(row, tokenizer, prompts, params.student) for row in rows[:2]]
+    batch = collate(examples, pad_id=tokenizer.pad_token_id)
+    short = min(range(2), key=lambda i: len(examples[i].input_ids))
+    n = len(examples[short].input_ids)
+    assert batch["input_ids"].shape[1] == max(len(e.input_ids) for e in examples)
+    assert batch["attention_mask"][short, n:].sum() == 0
+    assert (batch["labels"][short, n:] == IGNORE_INDEX).all()
+    assert batch["labels"][short, :n].tolist() == examples[short].labels
+
+
+def test_accumulation_keeps_the_effective_batch():
+    assert accumulation_steps(16, 4, 1) == 4
+    assert accumulation_steps(16, 4, 2) == 2
+    assert accumulation_steps(4, 8, 1) == 1
+
+
+def test_training_writes_adapter_log_and_summary(trained):
+    out, summary = trained
+    assert has_adapter(out / "adapter")
+    assert not (out / "adapter" / BASE_MARKER).exists()
+    log = read_log(out / "log.csv")
+    assert list(log[0]) == ["step", "epoch", "loss", "lr", "tokens"]
+    assert len(log) == summary["steps"] == 3  # 4 rows / batch 4 = 1 step per epoch, 3 epochs
+    assert summary["train_rows"] == 4 and summary["gradient_accumulation_steps"] == 2
+    assert summary["tokens"] == int(log[-1]["tokens"]) > 0
+    assert summary["tokens_per_s"] > 0 and summary["peak_rss_mb"] > 0
+    assert float(log[0]["lr"]) == pytest.approx(1e-2)  # linear decay from lr, no warmup
+    assert float(log[1]["lr"]) < float(log[0]["lr"])
+
+
+def test_loss_decreases_on_a_repeated_small_set(trained):
+    out, summary = trained
+    losses = [float(r["loss"]) for r in read_log(out / "log.csv")]
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0]
+    assert summary["final_loss"] == pytest.approx(losses[-1])
+
+
+def test_each_call_trains_a_fresh_lora(tiny_student_dir, trained, tmp_path):
+    """Same rows and seed -> the same weights: nothing carries over from the earlier run."""
+    first, _ = trained
+    params = make_params(tiny_student_dir)
+    train(make_rows(), params, "classification", str(tmp_path / "again"), str(tmp_path / "log.csv"))
+    a, b = adapter_weights(first / "adapter"), adapter_weights(tmp_path / "again")
+    assert a.keys() == b.keys() and a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = make_params(tiny_student_dir, seed=1)
+    train(make_rows(), other, "classification", str(tmp_path / "seed1"), str(tmp_path / "log1.csv"))
+    c = adapter_weights(tmp_path / "seed1")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_trained_adapter_loads_and_changes_the_model(tiny_student_dir, trained):
+    out, _ = trained
+    base, tokenizer = load_student(tiny_student_dir)
+    tuned, _ = load_student(tiny_student_dir, str(out / "adapter"))
+    ids = tokenizer("The answer is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert not torch.allclose(base(ids).logits, tuned(ids).logits)
+
+
+def test_zero_rows_write_a_base_marker(tiny_student_dir, tmp_path):
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "stale.bin").write_bytes(b"old")
+    summary = train([], make_params(tiny_student_dir), "classification", str(out), str(tmp_path / "log.csv"))
+    assert sorted(p.name for p in out.iterdir()) == [BASE_MARKER]
+    assert has_adapter(out) is False
+    assert summary["steps"] == 0 and summary["train_rows"] == 0 and summary["final_loss"] is None
+    assert read_log(tmp_path / "log.csv") == []
+    assert (tmp_path / "log.csv").read_text().startswith("step,epoch,loss,lr,tokens")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_train_runs_under_accelerate_launch_with_two_processes(tiny_student_dir, tmp_path):
+    """`accelerate launch --cpu` alone starts one process (its multi-CPU path needs
+    mpirun); torchrun-style `--multi_gpu` with ACCELERATE_USE_CPU=true starts two."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        str(SCRIPTS / "train_tiny.py"),
+        tiny_student_dir, str(tmp_path / "adapter"), str(tmp_path / "log.csv"), str(tmp_path / "summary.json"),
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["num_processes"] == 2
+    assert summary["gradient_accumulation_steps"] == 2  # batch 4 = micro 1 x 2 steps x 2 processes
+    assert has_adapter(tmp_path / "adapter")
+    log = read_log(tmp_path / "log.csv")
+    assert len(log) == summary["steps"] == 2
+    assert all(math.isfinite(float(r["loss"])) for r in log)
+    assert int(log[-1]["tokens"]) == summary["tokens"] > 0
+
+
+@pytest.mark.slow
+def test_real_student_trains_two_steps(tmp_path):
+    params = make_params("smollm2-135m-instruct", lr=2e-4, batch_size=2, micro_batch_size=2, epochs=1)
+    try:
+        summary = train(make_rows(), params, "classification", str(tmp_path / "adapter"), str(tmp_path / "log.csv"))
+    except Exception as exc:  # not set up on this machine
+        if "not set up" in str(exc):
+            pytest.skip(str(exc))
+        raise
+    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
+    assert has_adapter(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size > 100_000
+
+
+def test_gradient_checkpointing_when_params_ask_for_it(tiny_student_dir):
+    """train.gradient_checkpointing is optional in params; when true, LoRA still gets gradients."""
+    from types import SimpleNamespace
+
+    from baldistill.training import fresh_lora_student
+
+    params = make_params(tiny_student_dir)
+    asked = SimpleNamespace(student=params.student, train=SimpleNamespace(gradient_checkpointing=True))
+    model, tokenizer = fresh_lora_student(asked)
+    assert model.base_model.model.is_gradient_checkpointing
+    ids = tokenizer("The answer is earn.", return_tensors="pt").input_ids
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]  # B starts at 0, A gets no grad yet
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    plain, _ = fresh_lora_student(params)
+    assert not plain.base_model.model.is_gradient_checkpointing
