@@ -26,11 +26,7 @@ def main(stage: str) -> None:
                                     read_json(layout.COUNTS), str(here.adapter))
     threshold = params.data.head_threshold
     summary = {k: v for k, v in metrics.items() if k != "per_domain"}  # per domain: the CSV
-    ledger = read_json(here.ledger)
-    write_json(here.metrics, {"policy": params.policy.name, "stage": stage, **summary,
-                              "teacher_calls_budgeted": ledger["calls_budgeted"],
-                              "teacher_calls_paid": ledger["calls_paid"],
-                              "teacher_cost_usd": ledger["estimated_cost_usd"]})
+    write_json(here.metrics, {"policy": params.policy.name, "stage": stage, **summary})
     write_domain_csv(metrics, threshold, here.per_domain_csv)
     domain_chart(metrics, threshold, here.per_domain_png, title=f"{info.name} {params.policy.name} {stage}")
     write_jsonl(here.predictions, predictions)

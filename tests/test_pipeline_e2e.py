@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 import yaml
@@ -89,9 +90,22 @@ def test_repro_runs_every_step_within_budget(project, teacher):
     reports = [json.loads((project / f"data/rounds/s{k}/{step}_report.json").read_text())
                for k in range(2) for step in ("synthesize", "annotate")]
     assert sum(r["teacher"]["calls_budgeted"] for r in reports) <= BUDGET
+    ledger = json.loads((project / "metrics/s1/teacher.json").read_text())
+    assert ledger["calls_budgeted"] == sum(r["teacher"]["calls_budgeted"] for r in reports) == BUDGET
+    assert ledger["calls_paid"] == len(set(teacher.keys()))  # a fresh cache: every call was paid
     assert (project / "metrics/s1/per_domain.png").read_bytes()[:4] == b"\x89PNG"
     train = [json.loads(line) for line in (project / "data/rounds/s1/train.jsonl").read_text().splitlines()]
     assert {r["source"] for r in train} == {"pool", "synthetic"} and len(train) == BUDGET
+
+
+def test_summary_and_report_commands(project):
+    dvc(project, "repro")
+    summary = run(project, sys.executable, "-m", "baldistill.cli", "summary").stdout
+    assert "policy adaptive, stage s1: macro" in summary and "teacher calls: 12 budgeted" in summary
+    assert "metrics/s1/per_domain.png" in summary
+    report = run(project, sys.executable, "-m", "baldistill.cli", "report", "workspace", "--out", "rep").stdout
+    assert "| workspace | adaptive | s1 |" in report
+    assert (project / "rep/per_domain.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_second_repro_does_nothing_and_calls_nobody(project, teacher):

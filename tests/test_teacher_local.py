@@ -74,8 +74,9 @@ def test_annotate_with_the_real_local_server():
     before = server_pids()
     params = local_params()
     with open_client(params, budget=len(rows)) as client:
-        started = server_pids() - before
+        assert server_pids() == before  # the server starts at the first cache miss, not before
         out, report = annotate(rows, 0, params, INFO, client)
+        started = server_pids() - before
     assert len(started) == 1
     assert [r.id for r in out] == [r.id for r in rows]  # on_mismatch=keep: every row kept
     assert all(extract_answer(r.rationale, "classification", LABELS) == r.label for r in out)
@@ -125,6 +126,6 @@ def test_a_server_that_dies_at_startup_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("BALDISTILL_HOME", str(home))
     expected = r"local teacher server exited with code \d+ during startup: .+"
     with pytest.raises(BaldistillError, match=expected) as caught:
-        with open_client(local_params(), budget=1):
-            pass
+        with open_client(local_params(), budget=1) as client:
+            annotate(pool_rows(1)[:1], 0, local_params(), INFO, client)
     assert "\n" not in str(caught.value)

@@ -94,8 +94,23 @@ def test_unset_api_key_for_a_remote_url_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("BALDISTILL_TEST_KEY")
     params = make_params("https://api.example.invalid/v1")
     with pytest.raises(BaldistillError, match=r"BALDISTILL_TEST_KEY is not set"):
-        with open_client(params, budget=1):
-            pass
+        with open_client(params, budget=2) as client:
+            annotate(pool_rows(1)[:1], 0, params, INFO, client)
+
+
+def test_a_run_answered_from_the_cache_needs_no_server_and_no_key(monkeypatch):
+    rows = pool_rows(1)
+    with FakeTeacher() as server:
+        params = make_params(server.base_url)
+        with open_client(params, budget=len(rows), backoff=0.01) as client:
+            first, _ = annotate(rows, 0, params, INFO, client)
+    # the server is gone and the key unset: every answer must come from the cache
+    monkeypatch.delenv("BALDISTILL_TEST_KEY")
+    with open_client(params, budget=len(rows), backoff=0.01) as client:
+        again, report = annotate(rows, 0, params, INFO, client)
+    assert again == first
+    assert report["teacher"]["calls_paid"] == 0 and report["teacher"]["cached"] == len(rows)
+    assert report["teacher"]["calls_budgeted"] == len(rows) and client.base_url is None
 
 
 # ---- synthesis --------------------------------------------------------------

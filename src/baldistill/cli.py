@@ -102,5 +102,29 @@ def report(experiments, out_dir, params_path) -> None:
     click.echo(f"chart: {result['chart']}")
 
 
+@main.command()
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+def summary(params_path) -> None:
+    """After `dvc repro`: where the metrics and plots are, and the last stage's
+    per-domain and head/tail scores."""
+    from . import layout
+    from .jsonl import read_json
+    from .params import load_params
+    from .report import stage_summary
+
+    params = load_params(params_path)
+    last = layout.StagePaths(params.stages[-1])
+    metrics = read_json(last.metrics)
+    with open(last.per_domain_csv, encoding="utf-8") as handle:
+        import csv
+
+        rows = list(csv.DictReader(handle))
+    paths = {"metrics": str(last.metrics), "teacher ledger": str(last.ledger), "per-domain scores": str(last.per_domain_csv),
+             "per-domain chart": str(last.per_domain_png), "predictions": str(last.predictions),
+             "training loss": str(last.train_log), "long-tail chart": str(layout.LONGTAIL_PNG)}
+    click.echo(stage_summary(metrics, read_json(last.ledger), rows, paths))
+    click.echo("compare: dvc metrics show | dvc plots show | baldistill report")
+
+
 if __name__ == "__main__":
     main()

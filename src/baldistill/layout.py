@@ -51,8 +51,8 @@ class StagePaths:
 
     @property
     def ledger(self) -> Path:
-        """Teacher calls budgeted and paid in this stage and every earlier one."""
-        return self.dir / "ledger.json"
+        """Teacher calls budgeted and paid in this stage and every earlier one (a DVC metric)."""
+        return self.metrics_dir / "teacher.json"
 
     def report(self, step: str) -> Path:
         return self.dir / f"{step}_report.json"

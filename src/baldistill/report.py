@@ -17,7 +17,9 @@ from .errors import BaldistillError
 from .jsonl import atomic_open
 from .plots import comparison_chart
 
-COLUMNS = ("macro", "micro", "head", "tail", "teacher_calls_budgeted", "teacher_calls_paid")
+SCORES = ("macro", "micro", "head", "tail")
+CALLS = ("calls_budgeted", "calls_paid")
+COLUMNS = SCORES + CALLS
 
 
 def final_stage(row: dict) -> str | None:
@@ -46,9 +48,9 @@ def label_of(row: dict) -> str:
 
 
 def summarize(row: dict, stage: str) -> dict:
-    prefix = f"metrics/{stage}/metrics.json:"
+    scores, ledger = f"metrics/{stage}/metrics.json:", f"metrics/{stage}/teacher.json:"
     return {"experiment": row.get("Experiment") or row.get("rev"), "policy": row.get("policy.name"),
-            "stage": stage, **{c: row.get(prefix + c) for c in COLUMNS}}
+            "stage": stage, **{c: row.get(scores + c) for c in SCORES}, **{c: row.get(ledger + c) for c in CALLS}}
 
 
 def per_domain(rev: str, stage: str, repo: str | None) -> dict[str, dict]:
@@ -90,3 +92,24 @@ def write_report(wanted: list[str], out_dir: str | Path, head_threshold: int | N
         handle.write(markdown(summaries))
     comparison_chart(series, out / "per_domain.png", head_threshold, title="per-domain score, head to tail")
     return {"markdown": str(out / "report.md"), "chart": str(out / "per_domain.png"), "rows": summaries}
+
+
+def stage_summary(metrics: dict, ledger: dict, per_domain_rows: list[dict], paths: dict[str, str]) -> str:
+    """What `baldistill summary` prints after a run: where things are, the
+    scores, head vs tail, the best and worst domains, and what the teacher cost."""
+
+    def pct(value) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}"
+
+    lines = [f"policy {metrics['policy']}, stage {metrics['stage']}: macro {pct(metrics['macro'])}  "
+             f"micro {pct(metrics['micro'])}  head {pct(metrics['head'])}  tail {pct(metrics['tail'])}  "
+             f"(n={metrics['n']}, no parsable answer {pct(metrics.get('no_answer'))}%)",
+             f"teacher calls: {ledger['calls_budgeted']} budgeted, {ledger['calls_paid']} paid by this run "
+             f"(the rest came from the cache), {ledger['prompt_tokens']} + {ledger['completion_tokens']} tokens"]
+    ranked = sorted(per_domain_rows, key=lambda r: -float(r["score"]))
+    if ranked:
+        show = lambda rows: ", ".join(f"{r['domain']} {100 * float(r['score']):.0f} ({r['group']})" for r in rows)
+        lines.append(f"best domains:  {show(ranked[:5])}")
+        lines.append(f"worst domains: {show(ranked[-5:])}")
+    lines += [f"{name}: {path}" for name, path in paths.items()]
+    return "\n".join(lines)

@@ -30,7 +30,7 @@ import json
 import os
 import random
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
@@ -124,9 +124,9 @@ class TeacherClient:
     def __init__(
         self,
         *,
-        base_url: str,
+        base_url: str | None,
         model: str,
-        api_key: str,
+        api_key: str | None,
         cache: RequestCache,
         budget: int,
         concurrency: int = 1,
@@ -136,8 +136,12 @@ class TeacherClient:
         api_key_env: str = "OPENAI_API_KEY",
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        connect: Callable[[], tuple[str, str]] | None = None,
     ):
+        """`connect`, if given, returns (base_url, api_key) on the first cache
+        miss: a run answered wholly from the cache starts no server and needs no key."""
         self.base_url, self.model, self.cache = base_url, model, cache
+        self._connect = connect
         self.budget, self.concurrency, self.timeout, self.max_retries = budget, concurrency, timeout, max_retries
         self.api_key_env, self.backoff, self.max_backoff = api_key_env, backoff, max_backoff
         self._api_key = api_key
@@ -200,6 +204,8 @@ class TeacherClient:
         return [done[k] for k in keys]
 
     async def _fetch_all(self, missing, unique, done, on_done) -> None:
+        if self.base_url is None and self._connect is not None:
+            self.base_url, self._api_key = self._connect()
         semaphore = asyncio.Semaphore(self.concurrency)
         sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=self.timeout)
         try:
@@ -342,7 +348,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 def run_requests(client: TeacherClient, requests: Sequence[Request], desc: str = "teacher") -> list[Response]:
     """Sync wrapper: run a batch with a tqdm bar; answers are cached as they arrive."""
-    with tqdm(total=len(set(map(client.key, requests))), desc=desc, unit="call", disable=None) as bar:
+    with tqdm(total=len(set(map(client.key, requests))), desc=desc, unit="call", disable=False) as bar:
         return asyncio.run(client.run(requests, on_done=lambda _response: bar.update(1)))
 
 
@@ -360,24 +366,31 @@ def resolve_api_key(env_name: str, base_url: str) -> str:
 def open_client(
     params, budget: int, *, cache: RequestCache | None = None, backoff: float = 0.5
 ) -> Iterator[TeacherClient]:
-    """Start (or reach) the teacher endpoint, open the cache, yield a TeacherClient.
+    """Open the cache and yield a TeacherClient that reaches the teacher endpoint
+    on its first cache miss.
 
     Sync context manager; the local llama.cpp server (teacher.base_url: local)
-    lives exactly as long as the `with` block. `cache` defaults to the
+    starts at the first miss and lives until the end of the `with` block. `cache` defaults to the
     RequestCache at $BALDISTILL_TEACHER_CACHE or .baldistill/teacher-cache;
     `backoff` is the first retry delay in seconds (doubling, jittered).
     """
     teacher = params.teacher
     own_cache = cache is None
-    with teacher_endpoint(teacher) as (base_url, model):
-        # Our own llama.cpp server ignores keys: never hand it a real one from the environment.
-        api_key = LOCAL_KEY if teacher.base_url == LOCAL else resolve_api_key(teacher.api_key_env, base_url)
+    with ExitStack() as endpoint:
+
+        def connect() -> tuple[str, str]:
+            """Start (or reach) the endpoint on the first cache miss, for the rest of the block."""
+            base_url, _ = endpoint.enter_context(teacher_endpoint(teacher))
+            # Our own llama.cpp server ignores keys: never hand it a real one from the environment.
+            return base_url, LOCAL_KEY if teacher.base_url == LOCAL else resolve_api_key(teacher.api_key_env, base_url)
+
         cache = cache or RequestCache()
         try:
             yield TeacherClient(
-                base_url=base_url,
-                model=model,
-                api_key=api_key,
+                base_url=None,
+                model=teacher.model,
+                api_key=None,
+                connect=connect,
                 cache=cache,
                 budget=budget,
                 concurrency=teacher.concurrency,
