@@ -55,6 +55,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         handle.write("\n")
 
 
+def write_csv(path: str | os.PathLike, fieldnames: Iterable[str], records: Iterable[dict]) -> None:
+    """Atomically write `records` as CSV with a header (for `dvc plots`)."""
+    import csv
+
+    with atomic_open(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fieldnames), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():

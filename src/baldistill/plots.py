@@ -9,15 +9,13 @@ figure leaks when many charts are drawn in one process.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Mapping
 
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .jsonl import atomic_open
+from .jsonl import atomic_open, write_csv
 
 CSV_FIELDS = ("domain", "pool_rows", "share", "score", "n", "group")
 HEAD_COLOR, TAIL_COLOR = "#3b6ea8", "#d9822b"
@@ -43,12 +41,7 @@ def domain_table(per_domain: Mapping[str, dict], head_threshold: int) -> list[di
 def write_domain_csv(metrics: dict, head_threshold: int, path: str | Path) -> list[dict]:
     """Write the per-domain table of a metrics dict (metrics.score) as CSV, atomically."""
     table = domain_table(metrics["per_domain"], head_threshold)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(table)
-    with atomic_open(path) as handle:
-        handle.write(buffer.getvalue())
+    write_csv(path, CSV_FIELDS, table)
     return table
 
 

@@ -19,8 +19,6 @@ step used) and tokens (cumulative non-padding tokens, all processes).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import resource
@@ -38,7 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from .jsonl import atomic_open
+from .jsonl import write_csv
 from .params import Params, Student
 from .prompts import Prompts, load_prompts
 from .rows import Row
@@ -140,12 +138,7 @@ def write_base_marker(out_dir: str | Path) -> None:
 
 
 def write_log(path: str | Path, records: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    with atomic_open(path) as handle:
-        handle.write(buffer.getvalue())
+    write_csv(path, LOG_FIELDS, records)
 
 
 def save_adapter(model, out_dir: str | Path) -> None:
