@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -31,8 +32,15 @@ def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
     return run(project, sys.executable, "-m", "dvc", *args)
 
 
+def venv_env() -> dict[str, str]:
+    """The environment of an activated venv: dvc.yaml's `python stages/...` and
+    `dvc` itself must resolve to this interpreter's, as after `. .venv/bin/activate`."""
+    bindir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+
+
 def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=venv_env())
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

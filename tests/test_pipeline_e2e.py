@@ -156,3 +156,33 @@ def test_pull_from_remote_in_a_fresh_clone_recomputes_nothing(project, teacher, 
     assert len(teacher.keys()) == before
     assert json.loads((clone / "metrics/s1/metrics.json").read_text()) == \
         json.loads((project / "metrics/s1/metrics.json").read_text())
+
+
+@pytest.mark.parametrize("policy", ["random", "random_label", "duplicate", "balance", "active", "zeroshot"])
+def test_every_baseline_runs_through_the_same_pipeline(project, teacher, policy):
+    exp = dvc(project, "exp", "run", "-S", f"policy.name={policy}")
+    assert "prepare" not in set(ran_stages(exp.stdout))
+    metrics = json.loads((project / "metrics/s1/metrics.json").read_text())
+    ledger = json.loads((project / "metrics/s1/teacher.json").read_text())
+    assert metrics["policy"] == policy and 0 <= metrics["macro"] <= 1
+    plan = json.loads(run(project, sys.executable, "-m", "baldistill.cli", "plan", "--json").stdout)
+    assert ledger["calls_budgeted"] == plan["teacher_calls"] <= BUDGET
+    train = [json.loads(line) for line in (project / "data/rounds/s1/train.jsonl").read_text().splitlines()]
+    sources = {r["source"] for r in train}
+    if policy == "zeroshot":
+        assert train == [] and (project / "models/s1/BASE").exists()
+    elif policy == "random_label":
+        assert ledger["calls_budgeted"] == 0 and all("rationale" not in r for r in train)
+    elif policy == "duplicate":
+        assert "duplicate" in sources and "synthetic" not in sources
+    elif policy == "balance":
+        assert "synthetic" in sources
+    else:  # random, active: pool rows only
+        assert sources == {"pool"}
+
+
+def test_budget_change_is_one_command(project, teacher):
+    exp = dvc(project, "exp", "run", "-S", "budget.total=9", "-S", "policy.name=adaptive")
+    assert "prepare" not in set(ran_stages(exp.stdout))
+    ledger = json.loads((project / "metrics/s1/teacher.json").read_text())
+    assert ledger["calls_budgeted"] == 9
