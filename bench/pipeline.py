@@ -1,7 +1,7 @@
 """Pipeline overhead on a finished run: the time of a no-op `dvc repro`, and the
 teacher calls paid when steps re-send identical requests (must be 0).
 
-Run it in a repository where `dvc repro` has finished:
+Run it in an activated venv (`. .venv/bin/activate`) in a repository where `dvc repro` has finished:
 
     python bench/pipeline.py [--repeats 3] [--stages s0]
 
