@@ -2,19 +2,14 @@
 
 import sys
 
-import click
-
 from baldistill import layout
 from baldistill.allocation import allocate
 from baldistill.jsonl import read_json, write_json
 from baldistill.params import load_params
-from baldistill.stage import entry_point
+from baldistill.stage import stage_command
 
 
-@click.command()
-@click.argument("stage")
-@click.argument("previous")
-@entry_point
+@stage_command("stage", "previous")
 def main(stage: str, previous: str) -> None:
     params = load_params()
     counts = read_json(layout.COUNTS)

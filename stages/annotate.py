@@ -4,8 +4,6 @@ only and calls nobody. Also adds this stage's teacher usage to the ledger."""
 
 import sys
 
-import click
-
 from baldistill import layout
 from baldistill.annotation import annotate
 from baldistill.dataset_info import DatasetInfo
@@ -13,14 +11,11 @@ from baldistill.jsonl import read_json, write_json
 from baldistill.ledger import add_usage
 from baldistill.params import load_params, stage_index
 from baldistill.rows import read_rows, write_rows
-from baldistill.stage import entry_point
+from baldistill.stage import stage_command
 from baldistill.teacher import Usage, open_client
 
 
-@click.command()
-@click.argument("stage")
-@click.argument("previous")
-@entry_point
+@stage_command("stage", "previous")
 def main(stage: str, previous: str) -> None:
     params = load_params()
     here = layout.StagePaths(stage)

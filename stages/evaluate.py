@@ -3,8 +3,6 @@ per domain and head vs tail, as DVC metrics and plots."""
 
 import sys
 
-import click
-
 from baldistill import layout
 from baldistill.dataset_info import DatasetInfo
 from baldistill.evaluation import evaluate
@@ -12,12 +10,10 @@ from baldistill.jsonl import read_json, write_json, write_jsonl
 from baldistill.params import load_params
 from baldistill.plots import domain_chart, write_domain_csv
 from baldistill.rows import read_rows
-from baldistill.stage import entry_point
+from baldistill.stage import stage_command
 
 
-@click.command()
-@click.argument("stage")
-@entry_point
+@stage_command("stage")
 def main(stage: str) -> None:
     params = load_params()
     here = layout.StagePaths(stage)

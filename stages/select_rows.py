@@ -4,21 +4,16 @@ tail domains give all their unused rows."""
 
 import sys
 
-import click
-
 from baldistill import layout
 from baldistill.dataset_info import DatasetInfo
 from baldistill.jsonl import read_json, write_json
 from baldistill.params import load_params, stage_index
 from baldistill.rows import read_rows, write_rows
 from baldistill.selection import select
-from baldistill.stage import entry_point
+from baldistill.stage import stage_command
 
 
-@click.command()
-@click.argument("stage")
-@click.argument("previous")
-@entry_point
+@stage_command("stage", "previous")
 def main(stage: str, previous: str) -> None:
     params = load_params()
     here, before = layout.StagePaths(stage), layout.StagePaths(previous)

@@ -3,21 +3,17 @@ for this stage's tail domains."""
 
 import sys
 
-import click
-
 from baldistill import layout
 from baldistill.dataset_info import DatasetInfo
 from baldistill.jsonl import read_json, write_json
 from baldistill.params import load_params, stage_index
 from baldistill.rows import read_rows, write_rows
-from baldistill.stage import entry_point
+from baldistill.stage import stage_command
 from baldistill.synthesis import synthesize
 from baldistill.teacher import Usage, open_client
 
 
-@click.command()
-@click.argument("stage")
-@entry_point
+@stage_command("stage")
 def main(stage: str) -> None:
     params = load_params()
     here = layout.StagePaths(stage)

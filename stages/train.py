@@ -4,7 +4,6 @@ GPUs or machines (params train.launch)."""
 
 import sys
 
-import click
 from accelerate import PartialState
 
 from baldistill import layout
@@ -13,14 +12,11 @@ from baldistill.gather import gather
 from baldistill.jsonl import write_json
 from baldistill.params import load_params
 from baldistill.rows import read_rows, write_rows
-from baldistill.stage import entry_point
+from baldistill.stage import stage_command
 from baldistill.training import train
 
 
-@click.command()
-@click.argument("stage")
-@click.argument("previous")
-@entry_point
+@stage_command("stage", "previous")
 def main(stage: str, previous: str) -> None:
     params = load_params()
     here, before = layout.StagePaths(stage), layout.StagePaths(previous)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import sys
+
+import click
 from typing import Callable, TypeVar
 
 from .errors import BaldistillError
@@ -28,3 +30,16 @@ def entry_point(func: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def stage_command(*arguments: str) -> Callable[[F], F]:
+    """A stage script's main(): a click command taking `arguments` (e.g. STAGE
+    PREVIOUS) positionally, wrapped in `entry_point`."""
+
+    def wrap(func: F) -> F:
+        command = entry_point(func)
+        for name in reversed(arguments):
+            command = click.argument(name)(command)
+        return click.command()(command)
+
+    return wrap
