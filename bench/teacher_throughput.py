@@ -3,8 +3,10 @@
 The server (a separate process, so it does not share our GIL) answers every
 chat completion after a fixed delay, so the ideal
 rate at concurrency c is c / delay calls per second; the ratio to that ideal
-shows what our client (retry loop, fsynced cache write per answer, asyncio,
-HTTP) costs. Every request is a cache miss (fresh cache per level).
+shows what the whole path costs. The floor is the bare `openai` SDK call at the
+same concurrency (no cache, no retry loop, no budget): the ratio of our client
+to it is what our own code costs. Every request is a cache miss (fresh cache
+per level).
 
     python bench/teacher_throughput.py [--delay 0.2] [--calls 64] [--levels 1 4 16]
 """
@@ -12,12 +14,15 @@ HTTP) costs. Every request is a cache miss (fresh cache per level).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import sys
 import tempfile
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import openai
 
 from baldistill.cache import RequestCache
 from baldistill.teacher import Request, TeacherClient, run_requests
@@ -73,6 +78,29 @@ def measure(base_url: str, concurrency: int, calls: int) -> float:
     return calls / elapsed
 
 
+def measure_floor(base_url: str, concurrency: int, calls: int) -> float:
+    """Calls per second of the bare SDK: the same requests, nothing of ours around them."""
+
+    async def run() -> None:
+        semaphore = asyncio.Semaphore(concurrency)
+        sdk = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0, timeout=30)
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                await sdk.chat.completions.with_raw_response.create(
+                    model="bench", messages=[{"role": "user", "content": f"floor {concurrency}-{i}"}],
+                    temperature=0.0, max_tokens=8)
+
+        try:
+            await asyncio.gather(*(one(i) for i in range(calls)))
+        finally:
+            await sdk.close()
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    return calls / (time.perf_counter() - start)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delay", type=float, default=0.2, help="server seconds per request")
@@ -87,15 +115,19 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for level in args.levels:
             calls = max(args.calls, 2 * level) if level > 1 else min(args.calls, 16)
+            # interleaved, so outside load hits both alike
+            floor = measure_floor(base_url, level, calls)
             rate = measure(base_url, level, calls)
-            rows.append((level, calls, rate, level / args.delay))
+            rows.append((level, calls, rate, floor, level / args.delay))
     finally:
         server.terminate()
         server.join()
     print(f"\nserver delay {args.delay:g} s per request; command: python {' '.join(sys.argv)}")
-    print(f"{'concurrency':>11} {'calls':>6} {'calls/s':>8} {'ideal':>7} {'ratio':>6}")
-    for level, calls, rate, ideal in rows:
-        print(f"{level:>11} {calls:>6} {rate:>8.2f} {ideal:>7.2f} {rate / ideal:>6.2f}")
+    print(f"{'concurrency':>11} {'calls':>6} {'calls/s':>8} {'SDK floor':>9} {'ideal':>7} "
+          f"{'vs ideal':>8} {'vs floor':>8}")
+    for level, calls, rate, floor, ideal in rows:
+        print(f"{level:>11} {calls:>6} {rate:>8.2f} {floor:>9.2f} {ideal:>7.2f} "
+              f"{rate / ideal:>8.2f} {rate / floor:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -186,3 +186,13 @@ def test_budget_change_is_one_command(project, teacher):
     assert "prepare" not in set(ran_stages(exp.stdout))
     ledger = json.loads((project / "metrics/s1/teacher.json").read_text())
     assert ledger["calls_budgeted"] == 9
+
+
+def test_report_gives_mean_and_spread_over_seeds(project):
+    for seed in (1, 2):
+        dvc(project, "exp", "run", "-n", f"naive-seed{seed}", "-S", "policy.name=naive", "-S", f"train.seed={seed}")
+    report = run(project, sys.executable, "-m", "baldistill.cli", "report", "naive-seed1", "naive-seed2",
+                 "--out", "seeds").stdout
+    assert "| naive-seed1 | naive | s1 |" in report and "| naive-seed2 | naive | s1 |" in report
+    assert "| naive | 2 | " in report and "±" in report
+    assert (project / "seeds/per_domain.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,6 +4,8 @@ Reads each experiment's final-stage metrics through `dvc.api.exp_show` and
 its per-domain CSV through `dvc.api.read` (so experiments that are not checked
 out, and the workspace, compare alike), then writes a markdown table and the
 per-domain chart, head to tail, one series per experiment (the paper's Figure 2).
+Several experiments of one policy (seeds) are also summarised as mean and
+spread, and then the chart has one series per policy: its mean per domain.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import statistics
+from collections import defaultdict
 from pathlib import Path
 
 from .errors import BaldistillError
@@ -75,23 +79,75 @@ def markdown(summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n\nScores in percent (F1 or accuracy); head/tail are means of per-domain scores.\n"
 
 
+def aggregate(summaries: list[dict]) -> list[dict]:
+    """Per policy, in order of first appearance: the number of runs, mean and
+    sample standard deviation (0 for one run) of each score, and the calls.
+    Runs lacking a score (None) are left out of that score's mean."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for s in summaries:
+        groups[str(s["policy"])].append(s)
+    out = []
+    for policy, runs in groups.items():
+        row = {"policy": policy, "runs": len(runs)}
+        for column in COLUMNS:
+            values = [r[column] for r in runs if r[column] is not None]
+            row[column] = statistics.fmean(values) if values else None
+            row[column + "_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+        out.append(row)
+    return out
+
+
+def aggregate_markdown(groups: list[dict]) -> str:
+    """Mean ± sample standard deviation over each policy's runs."""
+
+    def cell(row: dict, column: str, scale: float) -> str:
+        mean, std = row[column], row[column + "_std"]
+        return "n/a" if mean is None else f"{scale * mean:.2f} ± {scale * std:.2f}"
+
+    lines = ["| policy | runs | macro | micro | head | tail | calls budgeted | calls paid |",
+             "|---|---|---|---|---|---|---|---|"]
+    for g in groups:
+        lines.append("| " + " | ".join([g["policy"], str(g["runs"])] + [cell(g, c, 100) for c in SCORES]
+                                       + [cell(g, c, 1) for c in CALLS]) + " |")
+    return "\n".join(lines) + "\n\nMean ± sample standard deviation over each policy's runs (seeds).\n"
+
+
+def mean_per_domain(runs: list[dict[str, dict]]) -> dict[str, dict]:
+    """The mean score of each domain over several runs' per-domain tables."""
+    domains = {d for run in runs for d in run}
+    out = {}
+    for domain in domains:
+        present = [run[domain] for run in runs if domain in run]
+        out[domain] = {"score": statistics.fmean(v["score"] for v in present),
+                       "pool_rows": max(v["pool_rows"] for v in present), "n": sum(v["n"] for v in present)}
+    return out
+
+
 def write_report(wanted: list[str], out_dir: str | Path, head_threshold: int | None, repo: str | None = None) -> dict:
     """Write report.md and per_domain.png under `out_dir`; returns the paths and rows."""
     import dvc.api
 
     rows = pick(dvc.api.exp_show(repo=repo), wanted)
-    summaries, series = [], {}
+    summaries, series, by_policy = [], {}, defaultdict(list)
     for row in rows:
         stage = final_stage(row)
         if stage is None:
             raise BaldistillError(f"experiment {row.get('Experiment') or row.get('rev')} has no metrics yet")
         summaries.append(summarize(row, stage))
         series[label_of(row)] = per_domain(row["rev"], stage, repo)
+        by_policy[str(row.get("policy.name"))].append(series[label_of(row)])
+    text, title = markdown(summaries), "per-domain score, head to tail"
+    groups = aggregate(summaries)
+    if any(g["runs"] > 1 for g in groups):
+        text += "\n" + aggregate_markdown(groups)
+        series = {f"{policy} (mean of {len(runs)})": mean_per_domain(runs) for policy, runs in by_policy.items()}
+        title += ", mean over each policy's runs"
     out = Path(out_dir)
     with atomic_open(out / "report.md") as handle:
-        handle.write(markdown(summaries))
-    comparison_chart(series, out / "per_domain.png", head_threshold, title="per-domain score, head to tail")
-    return {"markdown": str(out / "report.md"), "chart": str(out / "per_domain.png"), "rows": summaries}
+        handle.write(text)
+    comparison_chart(series, out / "per_domain.png", head_threshold, title=title)
+    return {"markdown": str(out / "report.md"), "chart": str(out / "per_domain.png"), "rows": summaries,
+            "groups": groups}
 
 
 def stage_summary(metrics: dict, ledger: dict, per_domain_rows: list[dict], paths: dict[str, str]) -> str:

@@ -1,0 +1,43 @@
+"""Mean and spread over seeds in `baldistill report` (pure functions, no DVC)."""
+
+import statistics
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from baldistill.report import aggregate, aggregate_markdown, mean_per_domain
+
+scores = st.floats(min_value=0, max_value=1, allow_nan=False)
+
+
+def summary(policy, macro, micro=0.5, paid=10):
+    return {"experiment": f"{policy}-x", "policy": policy, "stage": "s1", "macro": macro, "micro": micro,
+            "head": macro, "tail": None, "calls_budgeted": 104, "calls_paid": paid}
+
+
+@given(st.lists(scores, min_size=1, max_size=6))
+def test_mean_and_spread_of_one_policy(values):
+    [group] = aggregate([summary("naive", v) for v in values])
+    assert group["runs"] == len(values)
+    assert min(values) - 1e-12 <= group["macro"] <= max(values) + 1e-12
+    expected_std = statistics.stdev(values) if len(values) > 1 else 0.0
+    assert abs(group["macro_std"] - expected_std) < 1e-12
+    assert group["tail"] is None and group["tail_std"] is None  # no run had a tail score
+
+
+def test_policies_are_kept_apart_in_order_of_appearance():
+    runs = [summary("adaptive", 0.2, paid=50), summary("random", 0.4), summary("adaptive", 0.3, paid=70)]
+    adaptive, random = aggregate(runs)
+    assert (adaptive["policy"], adaptive["runs"], random["runs"]) == ("adaptive", 2, 1)
+    assert abs(adaptive["macro"] - 0.25) < 1e-12 and adaptive["calls_paid"] == 60
+    assert random["macro_std"] == 0.0
+    table = aggregate_markdown([adaptive, random])
+    assert "| adaptive | 2 | 25.00 ± 7.07 | 50.00 ± 0.00 | 25.00 ± 7.07 | n/a | 104.00 ± 0.00 | 60.00 ± 14.14 |" in table
+
+
+def test_mean_per_domain_averages_what_each_run_has():
+    one = {"a": {"score": 1.0, "pool_rows": 9, "n": 2}, "b": {"score": 0.0, "pool_rows": 3, "n": 2}}
+    two = {"a": {"score": 0.5, "pool_rows": 9, "n": 2}}
+    merged = mean_per_domain([one, two])
+    assert merged["a"] == {"score": 0.75, "pool_rows": 9, "n": 4}
+    assert merged["b"] == {"score": 0.0, "pool_rows": 3, "n": 2}
