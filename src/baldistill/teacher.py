@@ -240,7 +240,10 @@ class TeacherClient:
                 if attempt < self.max_retries:
                     await asyncio.sleep(self._delay(attempt, exc.retry_after if transient else None))
                 continue
-            if not self.cache.put(key, self.material(request), answer):
+            # The fsynced write runs in a worker thread so it does not stall the event
+            # loop (and every other call in flight); the call still counts as done only
+            # once its answer is on disk, and a cancelled wait does not cancel the write.
+            if not await asyncio.to_thread(self.cache.put, key, self.material(request), answer):
                 answer = self.cache.get(key) or answer  # another process stored one first: it wins
             self.usage.calls_paid += 1
             self.usage.prompt_tokens += answer["prompt_tokens"]
