@@ -123,11 +123,20 @@ def mean_per_domain(runs: list[dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+def experiment_baselines(repo: str | None) -> list[str]:
+    """HEAD and every commit some experiment was run from: seeds run over several
+    sittings may rest on different commits, and a report compares them all."""
+    from dvc.repo import Repo
+
+    with Repo(repo) as dvc_repo:
+        return ["HEAD", *dvc_repo.experiments.ls(all_commits=True)]
+
+
 def write_report(wanted: list[str], out_dir: str | Path, head_threshold: int | None, repo: str | None = None) -> dict:
     """Write report.md and per_domain.png under `out_dir`; returns the paths and rows."""
     import dvc.api
 
-    rows = pick(dvc.api.exp_show(repo=repo), wanted)
+    rows = pick(dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo)), wanted)
     summaries, series, by_policy = [], {}, defaultdict(list)
     for row in rows:
         stage = final_stage(row)
