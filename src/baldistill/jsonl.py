@@ -7,6 +7,7 @@ half-written output that DVC (or the next step) would mistake for a real one.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -57,8 +58,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def write_csv(path: str | os.PathLike, fieldnames: Iterable[str], records: Iterable[dict]) -> None:
     """Atomically write `records` as CSV with a header (for `dvc plots`)."""
-    import csv
-
     with atomic_open(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fieldnames), lineterminator="\n")
         writer.writeheader()

@@ -79,15 +79,21 @@ def markdown(summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n\nScores in percent (F1 or accuracy); head/tail are means of per-domain scores.\n"
 
 
+def by_policy(summaries: list[dict], items: list | None = None) -> dict[str, list]:
+    """`items` (default: the summaries themselves) grouped by their summary's
+    policy, in order of first appearance."""
+    groups: dict[str, list] = defaultdict(list)
+    for summary, item in zip(summaries, summaries if items is None else items, strict=True):
+        groups[str(summary["policy"])].append(item)
+    return groups
+
+
 def aggregate(summaries: list[dict]) -> list[dict]:
     """Per policy, in order of first appearance: the number of runs, mean and
     sample standard deviation (0 for one run) of each score, and the calls.
     Runs lacking a score (None) are left out of that score's mean."""
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for s in summaries:
-        groups[str(s["policy"])].append(s)
     out = []
-    for policy, runs in groups.items():
+    for policy, runs in by_policy(summaries).items():
         row = {"policy": policy, "runs": len(runs)}
         for column in COLUMNS:
             values = [r[column] for r in runs if r[column] is not None]
@@ -137,19 +143,20 @@ def write_report(wanted: list[str], out_dir: str | Path, head_threshold: int | N
     import dvc.api
 
     rows = pick(dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo)), wanted)
-    summaries, series, by_policy = [], {}, defaultdict(list)
+    summaries, tables = [], []
     for row in rows:
         stage = final_stage(row)
         if stage is None:
             raise BaldistillError(f"experiment {row.get('Experiment') or row.get('rev')} has no metrics yet")
         summaries.append(summarize(row, stage))
-        series[label_of(row)] = per_domain(row["rev"], stage, repo)
-        by_policy[str(row.get("policy.name"))].append(series[label_of(row)])
+        tables.append(per_domain(row["rev"], stage, repo))
+    series = {label_of(row): table for row, table in zip(rows, tables)}
     text, title = markdown(summaries), "per-domain score, head to tail"
     groups = aggregate(summaries)
     if any(g["runs"] > 1 for g in groups):
         text += "\n" + aggregate_markdown(groups)
-        series = {f"{policy} (mean of {len(runs)})": mean_per_domain(runs) for policy, runs in by_policy.items()}
+        series = {f"{policy} (mean of {len(runs)})": mean_per_domain(runs)
+                  for policy, runs in by_policy(summaries, tables).items()}
         title += ", mean over each policy's runs"
     out = Path(out_dir)
     with atomic_open(out / "report.md") as handle:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from typing import Callable, TypeVar
 
 import click
-from typing import Callable, TypeVar
 
 from .errors import BaldistillError
 
