@@ -1,13 +1,13 @@
 """Batched vs one-sequence-at-a-time greedy generation, in generated tokens per second.
 
-    python bench/generation.py [--model PATH] [--rows 16] [--batch-size 16] [--max-new-tokens 48]
+python bench/generation.py [--model PATH] [--rows 16] [--batch-size 16] [--max-new-tokens 48]
 """
 
 from __future__ import annotations
 
 from student_common import command, machine, parser, setup, timer
 
-from baldistill.generate import generate
+from baldistill.student.generation import generate
 
 
 def main() -> None:
@@ -34,7 +34,9 @@ def main() -> None:
         rate[key] = tokens / t[key]
         print(f"{name:28s} {tokens:7d} {t[key]:8.2f} {rate[key]:9.1f}")
     same = sum(a.token_ids == b.token_ids for a, b in zip(batched, single))
-    print(f"speed-up {rate['batched'] / rate['single']:.2f}x in tokens/s; identical greedy outputs: {same}/{len(prompts)}")
+    print(
+        f"speed-up {rate['batched'] / rate['single']:.2f}x in tokens/s; identical greedy outputs: {same}/{len(prompts)}"
+    )
     print("reproduce:", command())
 
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import math
 
+import torch
 from student_common import command, machine, parser, setup, timer
 
-import torch
-
-from baldistill import ifd
-from baldistill.generate import generate, left_pad, length_batches, pad_id_of
-from baldistill.student import encode_prompt
+from baldistill.student import ifd
+from baldistill.student.encoding import encode_prompt
+from baldistill.student.generation import generate, left_pad, length_batches, pad_id_of
 
 
 def max_rel_diff(a: list[ifd.IfdScore], b: list[ifd.IfdScore]) -> float:
@@ -80,15 +79,21 @@ def main() -> None:
         ("one-row two-pass reference", t["gen"] + t["reference"]),
     ]
     tokens = sum(len(y) for y in ys)
-    print(f"{n} rows, batch {bs}, max_new_tokens {new}, {tokens} generated tokens, model {args.model}, "
-          f"fastest of {args.repeat}; {machine()}")
+    print(
+        f"{n} rows, batch {bs}, max_new_tokens {new}, {tokens} generated tokens, model {args.model}, "
+        f"fastest of {args.repeat}; {machine()}"
+    )
     print(f"{'method':34s} {'total s':>8s} {'s/row':>7s} {'extra over bare generation, s/row':>34s}")
     for name, seconds in table:
         print(f"{name:34s} {seconds:8.2f} {seconds / n:7.3f} {(seconds - t['gen']) / n:34.3f}")
-    print(f"batched two-pass scoring {t['two_pass']:.2f} s vs its bare forward passes {t['bare_two_pass']:.2f} s "
-          f"(x{t['two_pass'] / t['bare_two_pass']:.2f} of the floor)")
-    print(f"max relative difference vs reference: two-pass {max_rel_diff(batched, reference):.2e}, "
-          f"generation route {max_rel_diff(routed, reference):.2e} (rows with identical generations: {same_ids}/{n})")
+    print(
+        f"batched two-pass scoring {t['two_pass']:.2f} s vs its bare forward passes {t['bare_two_pass']:.2f} s "
+        f"(x{t['two_pass'] / t['bare_two_pass']:.2f} of the floor)"
+    )
+    print(
+        f"max relative difference vs reference: two-pass {max_rel_diff(batched, reference):.2e}, "
+        f"generation route {max_rel_diff(routed, reference):.2e} (rows with identical generations: {same_ids}/{n})"
+    )
     ok = max(max_rel_diff(batched, reference), max_rel_diff(routed, reference)) <= 1e-4
     print("scores equal within 1e-4 relative:", "yes" if ok else "NO")
     print("reproduce:", command())

@@ -41,7 +41,7 @@ def paid_on_identical_rerun(stages: list[str]) -> list[tuple[str, int, int]]:
     for stage in stages:
         for step in ("synthesize", "annotate"):
             dvc("repro", "--force", "--single-item", f"{step}@{stage}")
-            report = json.loads(Path(f"data/rounds/{stage}/{step}_report.json").read_text())
+            report = json.loads(Path(f"data/stages/{stage}/{step}_report.json").read_text())
             rows.append((f"{step}@{stage}", report["teacher"]["calls_budgeted"], report["teacher"]["calls_paid"]))
     return rows
 

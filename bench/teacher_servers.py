@@ -17,23 +17,39 @@ import time
 
 import openai
 
-from baldistill import assets
+from baldistill.core import assets
 from baldistill.prompts import load_prompts
-from baldistill.server import local_server
+from baldistill.teacher.server import local_server
 
 R52_LABELS = "earn, acq, crude, trade, money-fx, interest, ship, sugar, coffee, gold, nat-gas, cpi"
 CASES = [
-    ("classification", dict(
-        dataset="R52", labels=R52_LABELS, label="crude",
-        input="saudi arabia said it will keep its crude oil output below its opec quota of mln barrels per day "
-              "in an effort to support prices, oil industry sources said on monday.")),
-    ("classification", dict(
-        dataset="R52", labels=R52_LABELS, label="acq",
-        input="general corp said it agreed to acquire the outstanding shares of smith industries inc for dlrs "
-              "a share in cash, or about mln dlrs, subject to regulatory approval.")),
+    (
+        "classification",
+        dict(
+            dataset="R52",
+            labels=R52_LABELS,
+            label="crude",
+            input="saudi arabia said it will keep its crude oil output below its opec quota of mln barrels per day "
+            "in an effort to support prices, oil industry sources said on monday.",
+        ),
+    ),
+    (
+        "classification",
+        dict(
+            dataset="R52",
+            labels=R52_LABELS,
+            label="acq",
+            input="general corp said it agreed to acquire the outstanding shares of smith industries inc for dlrs "
+            "a share in cash, or about mln dlrs, subject to regulatory approval.",
+        ),
+    ),
     ("math", dict(label="12", input="A rectangle has a perimeter of 36 and a width of 6. What is its length?")),
-    ("multiple_choice", dict(
-        label="B", input="Which of these conducts electricity best? (A) wood (B) copper wire (C) glass (D) rubber")),
+    (
+        "multiple_choice",
+        dict(
+            label="B", input="Which of these conducts electricity best? (A) wood (B) copper wire (C) glass (D) rubber"
+        ),
+    ),
 ]
 
 
@@ -48,7 +64,8 @@ def measure(base_url: str, model: str, max_tokens: int) -> list[tuple[float, int
     def call(text: str):
         start = time.perf_counter()
         reply = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": text}], temperature=0, max_tokens=max_tokens)
+            model=model, messages=[{"role": "user", "content": text}], temperature=0, max_tokens=max_tokens
+        )
         usage = reply.usage
         return time.perf_counter() - start, usage.prompt_tokens, usage.completion_tokens, reply
 
@@ -56,8 +73,11 @@ def measure(base_url: str, model: str, max_tokens: int) -> list[tuple[float, int
     results = []
     for text in prompts():
         seconds, prompt_tokens, completion_tokens, reply = call(text)
-        print(f"  {seconds:6.2f} s  {prompt_tokens:4d}+{completion_tokens:3d} tok  "
-              f"{reply.choices[0].message.content[:70]!r}", file=sys.stderr)
+        print(
+            f"  {seconds:6.2f} s  {prompt_tokens:4d}+{completion_tokens:3d} tok  "
+            f"{reply.choices[0].message.content[:70]!r}",
+            file=sys.stderr,
+        )
         results.append((seconds, prompt_tokens, completion_tokens))
     return results
 
@@ -66,8 +86,10 @@ def report(results: list[tuple[float, int, int]]) -> None:
     seconds = sum(r[0] for r in results)
     completion = sum(r[2] for r in results)
     prompt = sum(r[1] for r in results)
-    print(f"calls {len(results)}  s/call {seconds / len(results):.2f}  "
-          f"completion tok/s {completion / seconds:.1f}  (prompt tokens {prompt}, completion tokens {completion})")
+    print(
+        f"calls {len(results)}  s/call {seconds / len(results):.2f}  "
+        f"completion tok/s {completion / seconds:.1f}  (prompt tokens {prompt}, completion tokens {completion})"
+    )
 
 
 def main() -> None:

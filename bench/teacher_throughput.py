@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 
-from baldistill.cache import RequestCache
-from baldistill.teacher import Request, TeacherClient, run_requests
+from baldistill.teacher.cache import RequestCache
+from baldistill.teacher.client import Request, TeacherClient
 
 
 def serve(delay: float, ports) -> None:
@@ -46,12 +46,21 @@ def delayed_server(delay: float) -> ThreadingHTTPServer:
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             time.sleep(delay)
-            body = json.dumps({
-                "id": "x", "object": "chat.completion", "model": "bench",
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "The answer is 42."}}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            }).encode()
+            body = json.dumps(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "model": "bench",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "The answer is 42."},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                }
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -68,13 +77,20 @@ def delayed_server(delay: float) -> ThreadingHTTPServer:
 def measure(base_url: str, concurrency: int, calls: int) -> float:
     """Calls per second for `calls` distinct requests at `concurrency`."""
     with tempfile.TemporaryDirectory() as tmp, RequestCache(tmp) as cache:
-        client = TeacherClient(base_url=base_url, model="bench", api_key="sk-bench", cache=cache,
-                               budget=calls, concurrency=concurrency, timeout=30, max_retries=0)
+        client = TeacherClient(
+            connect=lambda: (base_url, "sk-bench"),
+            model="bench",
+            cache=cache,
+            budget=calls,
+            concurrency=concurrency,
+            timeout=30,
+            max_retries=0,
+        )
         requests = [Request.user(f"question {concurrency}-{i}", 0.0, 8) for i in range(calls)]
         start = time.perf_counter()
-        answers = run_requests(client, requests, desc=f"c={concurrency}")
+        answers, usage = client.run_batch(requests, desc=f"c={concurrency}")
         elapsed = time.perf_counter() - start
-        assert len(answers) == calls and client.usage.calls_paid == calls
+        assert len(answers) == calls and usage.calls_paid == calls
     return calls / elapsed
 
 
@@ -88,8 +104,11 @@ def measure_floor(base_url: str, concurrency: int, calls: int) -> float:
         async def one(i: int) -> None:
             async with semaphore:
                 await sdk.chat.completions.with_raw_response.create(
-                    model="bench", messages=[{"role": "user", "content": f"floor {concurrency}-{i}"}],
-                    temperature=0.0, max_tokens=8)
+                    model="bench",
+                    messages=[{"role": "user", "content": f"floor {concurrency}-{i}"}],
+                    temperature=0.0,
+                    max_tokens=8,
+                )
 
         try:
             await asyncio.gather(*(one(i) for i in range(calls)))
@@ -123,11 +142,13 @@ def main(argv: list[str] | None = None) -> None:
         server.terminate()
         server.join()
     print(f"\nserver delay {args.delay:g} s per request; command: python {' '.join(sys.argv)}")
-    print(f"{'concurrency':>11} {'calls':>6} {'calls/s':>8} {'SDK floor':>9} {'ideal':>7} "
-          f"{'vs ideal':>8} {'vs floor':>8}")
+    print(
+        f"{'concurrency':>11} {'calls':>6} {'calls/s':>8} {'SDK floor':>9} {'ideal':>7} {'vs ideal':>8} {'vs floor':>8}"
+    )
     for level, calls, rate, floor, ideal in rows:
-        print(f"{level:>11} {calls:>6} {rate:>8.2f} {floor:>9.2f} {ideal:>7.2f} "
-              f"{rate / ideal:>8.2f} {rate / floor:>8.2f}")
+        print(
+            f"{level:>11} {calls:>6} {rate:>8.2f} {floor:>9.2f} {ideal:>7.2f} {rate / ideal:>8.2f} {rate / floor:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

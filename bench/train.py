@@ -1,6 +1,6 @@
 """Training throughput and peak memory of the real student, per micro-batch size.
 
-Runs `baldistill.training.train` itself (not a copy of its loop) on synthetic
+Runs `baldistill.student.training.train` itself (not a copy of its loop) on synthetic
 rows whose prompt and rationale fill params.student.max_input_tokens and
 max_rationale_tokens, i.e. the longest rows a stage can train on. Each
 micro-batch size runs in its own process so peak RSS is that run's own.
@@ -29,7 +29,7 @@ WORDS = (
 
 
 def synthetic_rows(n: int):
-    from baldistill.rows import Row
+    from baldistill.core.rows import Row
 
     rows = []
     for i in range(n):
@@ -41,19 +41,21 @@ def synthetic_rows(n: int):
 
 def run_one(micro: int, steps: int, model: str) -> dict:
     """Train `steps` optimiser steps of one micro-batch each (no accumulation)."""
-    from baldistill.params import Params
-    from baldistill.training import train
+    from baldistill.core.params import Params
+    from baldistill.student.training import train
 
     params = Params.model_validate(
         {
             "budget": {"total": 1},
-            "rounds": {"s0": "start"},
+            "stages": {"s0": "start"},
             "student": {"model": model},
             "train": {"batch_size": micro, "micro_batch_size": micro, "epochs": 1},
         }
     )
     with tempfile.TemporaryDirectory() as tmp:
-        summary = train(synthetic_rows(micro * steps), params, "classification", f"{tmp}/a", f"{tmp}/log.csv")
+        summary = train(
+            synthetic_rows(micro * steps), params.train, params.student, "classification", f"{tmp}/a", f"{tmp}/log.csv"
+        )
     summary["seq_tokens"] = summary["tokens"] // (micro * steps)
     return summary
 

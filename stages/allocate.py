@@ -2,11 +2,11 @@
 
 import sys
 
-from baldistill import layout
-from baldistill.allocation import allocate
-from baldistill.jsonl import read_json, write_json
-from baldistill.params import load_params
-from baldistill.stage import stage_command
+from baldistill.core import layout
+from baldistill.core.allocation import allocate
+from baldistill.core.files import read_json, write_json
+from baldistill.core.params import load_params, stage_index
+from baldistill.core.step import stage_command
 
 
 @stage_command("stage", "previous")
@@ -14,11 +14,13 @@ def main(stage: str, previous: str) -> None:
     params = load_params()
     counts = read_json(layout.COUNTS)
     state = read_json(layout.StagePaths(previous).allocation)
-    result = allocate(params, counts, state, stage)
+    result = allocate(params.budget.total, params.policy, params.K, counts, state, stage_index(stage))
     write_json(layout.StagePaths(stage).allocation, result)
-    print(f"{stage}: {result['teacher_calls']} teacher calls, {len(result['head'])} head and "
-          f"{len(result['tail'])} tail domains, {sum(result['synthetic'].values())} rows to synthesize",
-          file=sys.stderr)
+    print(
+        f"{stage}: {result['teacher_calls']} teacher calls, {len(result['head'])} head and "
+        f"{len(result['tail'])} tail domains, {sum(result['synthetic'].values())} rows to synthesize",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

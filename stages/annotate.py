@@ -1,18 +1,20 @@
 """annotate STAGE PREVIOUS: teacher rationales (zero-shot CoT, gold label given, greedy)
-for the pool rows this stage selected. Policy random_label keeps gold labels
-only and calls nobody. Also adds this stage's teacher usage to the ledger."""
+for the pool rows this stage selected, if the policy annotates (else the gold
+labels only, no call). Also writes the stage's teacher ledger: the previous
+stage's plus this stage's synthesize and annotate usage."""
 
 import sys
 
-from baldistill import layout
-from baldistill.annotation import annotate
-from baldistill.dataset_info import DatasetInfo
-from baldistill.jsonl import read_json, write_json
-from baldistill.ledger import add_usage
-from baldistill.params import load_params, stage_index
-from baldistill.rows import read_rows, write_rows
-from baldistill.stage import stage_command
-from baldistill.teacher import Usage, open_client
+from baldistill.core import layout
+from baldistill.core.dataset_info import DatasetInfo
+from baldistill.core.files import read_json, write_json
+from baldistill.core.params import load_params, stage_index
+from baldistill.core.policies import policy_spec
+from baldistill.core.rows import read_rows, write_rows
+from baldistill.core.step import stage_command
+from baldistill.teacher.annotation import annotate, keep_gold_labels
+from baldistill.teacher.endpoint import open_client
+from baldistill.teacher.usage import add_usage
 
 
 @stage_command("stage", "previous")
@@ -21,16 +23,14 @@ def main(stage: str, previous: str) -> None:
     here = layout.StagePaths(stage)
     k = stage_index(stage)
     todo = [r for r in read_rows(here.selected) if r.source != "duplicate"]
-    responses = here.dir / "annotate_responses.jsonl"
-    if params.policy.name == "random_label" or not todo:
-        rows = [r.with_(source="pool", stage=k) for r in todo]
-        report = {"stage": k, "requested": len(todo), "kept": len(rows), "teacher": Usage().as_dict()}
-        write_rows(responses, [])
-    else:
+    if policy_spec(params.policy.name).annotates:
         info = DatasetInfo.load(layout.INFO)
-        with open_client(params, len(todo)) as client:
-            rows, report = annotate(todo, k, params, info, client)
-            client.export_used(responses)
+        with open_client(params.teacher, budget=len(todo)) as client:
+            rows, report = annotate(todo, k, params.teacher, params.data.max_input_chars, info, client)
+            client.export_used(here.teacher_responses("annotate"))
+    else:
+        rows, report = keep_gold_labels(todo, k)
+        write_rows(here.teacher_responses("annotate"), [])
     write_rows(here.annotated, rows)
     write_json(here.report("annotate"), report)
     synthesized = read_json(here.report("synthesize"))["teacher"]

@@ -3,14 +3,15 @@ long-tail chart, and the empty `start` state that stage s0 follows."""
 
 import sys
 
-from baldistill import datasets, layout
-from baldistill.allocation import start_state
-from baldistill.jsonl import write_json
-from baldistill.ledger import empty_ledger
-from baldistill.longtail import longtail_chart
-from baldistill.params import START, load_params
-from baldistill.rows import domain_counts, write_rows
-from baldistill.stage import entry_point
+from baldistill.core import layout
+from baldistill.core.allocation import start_state
+from baldistill.core.files import write_json
+from baldistill.core.params import START, load_params
+from baldistill.core.rows import domain_counts, write_rows
+from baldistill.core.step import entry_point
+from baldistill.data import datasets
+from baldistill.report.plots import longtail_chart
+from baldistill.teacher.usage import empty_ledger
 
 
 @entry_point

@@ -1,16 +1,18 @@
-"""select STAGE PREVIOUS (the DVC step `select`; not named select.py, which would shadow the stdlib module): the pool rows this stage takes. Head domains are
-chosen by the previous stage's student (IFD) or at random, per the policy;
-tail domains give all their unused rows."""
+"""select STAGE PREVIOUS: the pool rows this stage takes (the DVC step `select`;
+not named select.py, which would shadow the standard library's module).
+
+Head domains are chosen by the previous stage's student (IFD) or at random, as
+the policy's spec says; tail domains give all their unused rows."""
 
 import sys
 
-from baldistill import layout
-from baldistill.dataset_info import DatasetInfo
-from baldistill.jsonl import read_json, write_json
-from baldistill.params import load_params, stage_index
-from baldistill.rows import read_rows, write_rows
-from baldistill.selection import select
-from baldistill.stage import stage_command
+from baldistill.core import layout
+from baldistill.core.dataset_info import DatasetInfo
+from baldistill.core.files import read_json, write_json
+from baldistill.core.params import load_params, stage_index
+from baldistill.core.rows import read_rows, write_rows
+from baldistill.core.step import stage_command
+from baldistill.student.selection import select
 
 
 @stage_command("stage", "previous")
@@ -19,8 +21,17 @@ def main(stage: str, previous: str) -> None:
     here, before = layout.StagePaths(stage), layout.StagePaths(previous)
     info = DatasetInfo.load(layout.INFO)
     taken = set(read_json(before.taken))
-    rows, report = select(read_rows(layout.POOL), read_json(here.allocation), taken, stage_index(stage),
-                          params, info.task, str(before.adapter))
+    rows, report = select(
+        read_rows(layout.POOL),
+        read_json(here.allocation),
+        taken,
+        stage_index(stage),
+        params.select,
+        params.student,
+        params.policy.seed,
+        info.task,
+        str(before.adapter),
+    )
     write_rows(here.selected, rows)
     write_json(here.taken, sorted(taken | {r.id for r in rows if r.source != "duplicate"}))
     write_json(here.report("select"), report)

@@ -1,31 +1,34 @@
 """train STAGE PREVIOUS: a fresh LoRA on the base student, fine-tuned on every
-row gathered in stages 0..STAGE. Run it under `accelerate launch` for several
+row gathered in stages 0..STAGE (none for a policy that does not train: its
+stage scores the base student). Run it under `accelerate launch` for several
 GPUs or machines (params train.launch)."""
 
 import sys
 
 from accelerate import PartialState
 
-from baldistill import layout
-from baldistill.dataset_info import DatasetInfo
-from baldistill.gather import gather
-from baldistill.jsonl import write_json
-from baldistill.params import load_params
-from baldistill.rows import read_rows, write_rows
-from baldistill.stage import stage_command
-from baldistill.training import train
+from baldistill.core import layout
+from baldistill.core.dataset_info import DatasetInfo
+from baldistill.core.files import write_json
+from baldistill.core.params import load_params
+from baldistill.core.policies import policy_spec
+from baldistill.core.rows import read_rows, write_rows
+from baldistill.core.step import stage_command
+from baldistill.student.training import train
+from baldistill.student.training_set import gather
 
 
 @stage_command("stage", "previous")
 def main(stage: str, previous: str) -> None:
     params = load_params()
     here, before = layout.StagePaths(stage), layout.StagePaths(previous)
-    rows, gathered = gather(read_rows(before.train_set), read_rows(here.annotated), read_rows(here.synthetic),
-                            read_rows(here.selected))
-    if params.policy.name == "zeroshot":
+    rows, gathered = gather(
+        read_rows(before.train_set), read_rows(here.annotated), read_rows(here.synthetic), read_rows(here.selected)
+    )
+    if not policy_spec(params.policy.name).trains:
         rows = []
     task = DatasetInfo.load(layout.INFO).task
-    summary = train(rows, params, task, str(here.adapter), str(here.train_log))
+    summary = train(rows, params.train, params.student, task, str(here.adapter), str(here.train_log))
     if PartialState().is_main_process:
         write_rows(here.train_set, rows)
         write_json(here.report("train"), {**summary, "gathered": gathered})

@@ -14,9 +14,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from baldistill import assets
-from baldistill.errors import BaldistillError
-from baldistill.student import converted_dir
+from baldistill.core import assets
+from baldistill.core.errors import BaldistillError
+from baldistill.student.model import converted_dir
 
 STUDENT = "smollm2-135m-instruct"
 
@@ -63,7 +63,7 @@ def tiny_student_dir(tmp_path_factory) -> str:
 
 
 def _stop_lengths(model, tokenizer, prompts, max_new_tokens):
-    from baldistill.generate import generate
+    from baldistill.student.generation import generate
 
     out = generate(model, tokenizer, prompts, max_new_tokens, batch_size=len(prompts), progress=False)
     return out, [len(g.token_ids) if g.stopped else None for g in out]
@@ -110,7 +110,8 @@ def eos_student(tiny_student_dir):
     tuned so that, greedily, some of `prompts` stop early at eos and others
     run to max_new_tokens. Prompts differ a lot in length."""
     from baldistill import prompts as prompt_files
-    from baldistill.student import build_prompt, load_student
+    from baldistill.student.encoding import build_prompt
+    from baldistill.student.model import load_student
 
     model, tokenizer = load_student(tiny_student_dir)
     templates = prompt_files.load_prompts("classification")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from baldistill.answers import answers_match, extract_answer, normalize_math
-from baldistill.errors import BaldistillError
+from baldistill.core.answers import answers_match, extract_answer, normalize_math
+from baldistill.core.errors import BaldistillError
 
 R52 = ["earn", "acq", "crude", "nat-gas", "gas", "money-fx", "money-supply", "trade", "ship", "veg-oil", "cpi"]
 
@@ -87,7 +87,7 @@ def test_math(text, expected):
 
 ABSTRACTIVE = [
     ("The passage says she moved to Paris. The answer is Paris.", "Paris"),
-    ("The answer is: \"the old lighthouse\"", "the old lighthouse"),
+    ('The answer is: "the old lighthouse"', "the old lighthouse"),
     ("The answer is Dr. Watson. He was there the whole time.", "Dr. Watson"),
     ("The answer is the U.S. Army", "the U.S. Army"),
     ("The answer is **three years**.\nExtra notes.", "three years"),

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from baldistill.cache import RequestCache, default_dir, key_material, request_key
-from baldistill.errors import BaldistillError
+from baldistill.core.errors import BaldistillError
+from baldistill.teacher.cache import RequestCache, default_dir, key_material, request_key
 
 MESSAGES = [{"role": "user", "content": "Explain. The answer is earn."}]
 
@@ -54,12 +54,29 @@ def test_location_comes_from_env_then_cwd(tmp_path, monkeypatch):
     assert (tmp_path / "elsewhere" / "cache.sqlite").exists()
 
 
+def test_the_database_is_created_at_first_use_not_at_opening(tmp_path):
+    """A step with nothing to ask opens a cache but leaves no file behind."""
+    with RequestCache(tmp_path / "lazy") as cache:
+        assert cache.export_jsonl(tmp_path / "used.jsonl", []) == 0
+        assert not (tmp_path / "lazy").exists()
+        assert cache.get("k") is None
+        assert cache.path.exists()
+
+
+def test_an_unusable_cache_directory_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    cache = RequestCache(tmp_path / "file" / "cache")
+    with pytest.raises(BaldistillError, match="cannot open the teacher cache") as caught:
+        cache.get("k")
+    assert "\n" not in str(caught.value)
+
+
 def test_entries_written_by_other_processes_are_visible(tmp_path):
     """Two writer processes at once, then a reader: nothing lost, nothing locked."""
     script = textwrap.dedent(
         """
         import sys
-        from baldistill.cache import RequestCache
+        from baldistill.teacher.cache import RequestCache
         cache = RequestCache(sys.argv[1])
         for i in range(20):
             cache.put(f"{sys.argv[2]}-{i}", {"i": i}, {"content": sys.argv[2]})
@@ -88,5 +105,8 @@ def test_import_rejects_an_entry_whose_key_does_not_match(tmp_path):
     material = key_material("m", MESSAGES, 0.0, 64, None)
     line = {"key": request_key(material), "request": {**material, "max_tokens": 1}, "response": {"content": "x"}}
     (tmp_path / "bad.jsonl").write_text(json.dumps(line) + "\n")
-    with RequestCache(tmp_path / "c") as cache, pytest.raises(BaldistillError, match="bad.jsonl:1: key does not match"):
+    with (
+        RequestCache(tmp_path / "c") as cache,
+        pytest.raises(BaldistillError, match=r"bad\.jsonl:1: key does not match"),
+    ):
         cache.import_jsonl(tmp_path / "bad.jsonl")

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from baldistill import evaluation
-from baldistill.evaluation import evaluate, row_score
-from baldistill.params import Params
-from baldistill.rows import Row
+from baldistill.core.params import Params
+from baldistill.core.rows import Row
+from baldistill.student import evaluation
+from baldistill.student.evaluation import evaluate, row_score
 
 LABELS = ["earn", "acq", "gold", "crude"]
 POOL = {"earn": 120, "acq": 60, "gold": 7, "crude": 3}
 KEYS = {"macro", "micro", "head", "tail", "per_domain", "n", "no_answer"}
 
 
+def sections(params):
+    """What the evaluate step passes from params: its own sections and the head/tail threshold."""
+    return params.evaluate, params.student, params.data.head_threshold
+
+
 def make_params(model: str) -> Params:
     return Params.model_validate(
         {
             "budget": {"total": 8},
-            "rounds": {"s0": "start"},
+            "stages": {"s0": "start"},
             "data": {"head_threshold": 50},
             "student": {"model": model, "max_input_tokens": 24},
             "evaluate": {"batch_size": 4, "max_new_tokens": 6},
@@ -32,8 +37,10 @@ def make_test_rows() -> list[Row]:
 
 def test_evaluate_runs_the_tiny_student_end_to_end(tiny_student_dir):
     rows = make_test_rows()
-    metrics, predictions = evaluate(rows, make_params(tiny_student_dir), "classification", LABELS, POOL, None)
-    assert KEYS <= set(metrics)
+    metrics, predictions = evaluate(
+        rows, *sections(make_params(tiny_student_dir)), "classification", LABELS, POOL, None
+    )
+    assert set(metrics) >= KEYS
     assert metrics["n"] == len(rows) == len(predictions)
     assert list(metrics["per_domain"]) == ["earn", "acq", "gold", "crude"]  # head to tail
     assert metrics["per_domain"]["earn"] == {"score": metrics["per_domain"]["earn"]["score"], "n": 2, "pool_rows": 120}
@@ -49,8 +56,8 @@ def test_evaluate_with_a_base_marker_dir_is_zero_shot(tiny_student_dir, tmp_path
     (tmp_path / "BASE").write_text("")
     rows = make_test_rows()[:2]
     params = make_params(tiny_student_dir)
-    with_marker, _ = evaluate(rows, params, "classification", LABELS, POOL, str(tmp_path))
-    without, _ = evaluate(rows, params, "classification", LABELS, POOL, None)
+    with_marker, _ = evaluate(rows, *sections(params), "classification", LABELS, POOL, str(tmp_path))
+    without, _ = evaluate(rows, *sections(params), "classification", LABELS, POOL, None)
     assert with_marker == without
 
 
@@ -72,7 +79,9 @@ def test_evaluate_scores_what_the_student_says(tiny_student_dir, monkeypatch):
         return outputs
 
     monkeypatch.setattr(evaluation, "generate_texts", scripted)
-    metrics, predictions = evaluate(rows, make_params(tiny_student_dir), "classification", LABELS, POOL, None)
+    metrics, predictions = evaluate(
+        rows, *sections(make_params(tiny_student_dir)), "classification", LABELS, POOL, None
+    )
     assert seen["max_new_tokens"] == 6 and seen["batch_size"] == 4
     assert "report 0 on earn" in seen["prompts"][0] and "<|im_start|>assistant" in seen["prompts"][0]
     assert [p["pred"] for p in predictions] == ["earn", "acq", None, "gold", "earn", "acq"]

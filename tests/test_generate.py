@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from baldistill.generate import generate, generate_texts, left_pad, length_batches, stop_token_ids
+from baldistill.student.generation import generate, generate_texts, left_pad, length_batches, stop_token_ids
 
 
 def test_left_pad_right_aligns_rows():

@@ -7,13 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baldistill import ifd
-from baldistill.student import encode_prompt
+from baldistill.student import ifd
+from baldistill.student.encoding import encode_prompt
 
 nll_lists = st.lists(st.floats(min_value=0.0, max_value=30.0), min_size=1, max_size=40)
-ifd_values = st.one_of(
-    st.floats(min_value=0.0, max_value=5.0), st.just(math.nan), st.just(math.inf), st.just(1.0)
-)
+ifd_values = st.one_of(st.floats(min_value=0.0, max_value=5.0), st.just(math.nan), st.just(math.inf), st.just(1.0))
 
 
 def rel_close(a: float, b: float, rel: float = 1e-4) -> bool:
@@ -94,7 +92,7 @@ def test_rank_drops_ifd_ge_1_only_while_others_remain():
 
 
 def test_smollm2_direct_pass_has_no_start_token(tiny_student_dir):
-    from baldistill.student import load_tokenizer
+    from baldistill.student.model import load_tokenizer
 
     assert ifd.direct_prefix(load_tokenizer(tiny_student_dir)) == []  # as tokenizer.encode in Superfiltering
 

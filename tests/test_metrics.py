@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baldistill.errors import BaldistillError
-from baldistill.metrics import NO_ANSWER, classification_f1, head_to_tail, score, to_label, word_f1
+from baldistill.core.errors import BaldistillError
+from baldistill.core.metrics import NO_ANSWER, classification_f1, score, to_label, word_f1
+from baldistill.core.rows import head_to_tail
 
 LABELS = ["a", "b", "c", "d"]
 
@@ -114,7 +115,7 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_head_to_tail_order_is_stable():
-    assert head_to_tail(["b", "a", "c", "a"], {"a": 5, "b": 5, "c": 9}) == ["c", "a", "b"]
+    assert head_to_tail({"b": 5, "a": 5, "c": 9}) == ["c", "a", "b"]
 
 
 # ---- properties -------------------------------------------------------------

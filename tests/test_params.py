@@ -1,13 +1,13 @@
 """The params schema: defaults validate, mistakes name the key."""
 
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from baldistill.errors import BaldistillError
-from baldistill.params import load_params
+from baldistill.core.errors import BaldistillError
+from baldistill.core.params import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,8 +22,48 @@ def write(tmp_path, mutate):
 
 def test_repository_params_validate():
     params = load_params(REPO / "params.yaml")
-    assert params.K == len(params.rounds) and params.stages[0] == "s0"
+    assert len(params.stages) == params.K and params.stage_names[0] == "s0"
     assert params.teacher.base_url == "local" and params.data.dataset == "r52"
+
+
+def required_only(model: type[BaseModel], values: dict) -> dict:
+    """The keys of `values` that `model` requires (recursively), nothing else."""
+    kept = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if field.is_required():
+            kept[name] = values[name]
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            inner = required_only(annotation, values[name])
+            if inner:
+                kept[name] = inner
+    return kept
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "stages":
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_schema_defaults_are_the_values_of_params_yaml():
+    """params.yaml is the one place a value lives: a key left out of it means the same."""
+    written = yaml.safe_load((REPO / "params.yaml").read_text())
+    minimal = required_only(Params, written)
+    assert set(flatten(minimal)) == {"budget.total", "stages"}
+    defaults = flatten(Params.model_validate(minimal).model_dump())
+    written = flatten(written)
+    assert set(defaults) == set(written)
+    differ = [
+        f"{key}: schema {defaults[key]!r}, params.yaml {written[key]!r}"
+        for key in sorted(defaults)
+        if defaults[key] != written[key]
+    ]
+    assert not differ, "\n".join(differ)
 
 
 @pytest.mark.parametrize(
@@ -32,9 +72,9 @@ def test_repository_params_validate():
         (lambda p: p["budget"].update(total=0), "budget.total"),
         (lambda p: p["policy"].update(name="greedy"), "policy.name"),
         (lambda p: p["data"].update(dataset="imagenet"), "data.dataset"),
-        (lambda p: p["rounds"].update(s1="s7"), "s1 must follow s0"),
-        (lambda p: p["rounds"].update(s5="s1"), "stage names must be s0..s2"),
-        (lambda p: p.update(rounds={}), "at least one stage"),
+        (lambda p: p["stages"].update(s1="s7"), "s1 must follow s0"),
+        (lambda p: p["stages"].update(s5="s1"), "stage names must be s0..s2"),
+        (lambda p: p.update(stages={}), "at least one stage"),
         (lambda p: p["teacher"].update(concurrency=0), "teacher.concurrency"),
         (lambda p: p["train"].update(lr="fast"), "train.lr"),
         (lambda p: p["data"].update(dataset="jsonl"), "data.jsonl.train"),

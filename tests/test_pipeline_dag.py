@@ -1,12 +1,15 @@
 """The DVC pipeline in a real repo: K unrolls into chained stages, and a
-change re-runs exactly the steps it affects."""
+change re-runs exactly the steps it affects. dvc.yaml's top-level `stages:`
+and params.yaml's `stages` share a word; `foreach: ${stages}` reads the latter."""
 
 import json
 
 import pytest
 import yaml
 
-from dvc_project import dag_edges, dvc, make_project, ran_stages
+from support.dvc_project import dag_edges, dvc, make_project, ran_stages
+
+STEPS = ("allocate", "select", "synthesize", "annotate", "train", "evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -23,24 +26,32 @@ def stage_names(project):
 def test_dag_matches_k(tmp_path, k):
     project = make_project(tmp_path)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["rounds"] = {f"s{i}": ("start" if i == 0 else f"s{i - 1}") for i in range(k)}
+    params["stages"] = {f"s{i}": ("start" if i == 0 else f"s{i - 1}") for i in range(k)}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     names = stage_names(project)
     assert [n for n in names if n.startswith("allocate@")] == [f"allocate@s{i}" for i in range(k)]
-    steps = ("allocate", "select", "synthesize", "annotate", "train", "evaluate")
-    for step in steps:
+    for step in STEPS:
         assert [n for n in names if n.startswith(f"{step}@")] == [f"{step}@s{i}" for i in range(k)]
     edges = dag_edges(project)
     # stage k depends on stage k-1 (its allocation, the rows it took, its student, its
     # training set and its teacher ledger), and no stage depends on a later one
     for i in range(1, k):
-        assert {(f"allocate@s{i - 1}", f"allocate@s{i}"), (f"select@s{i - 1}", f"select@s{i}"),
-                (f"train@s{i - 1}", f"select@s{i}"), (f"train@s{i - 1}", f"train@s{i}"),
-                (f"annotate@s{i - 1}", f"annotate@s{i}")} <= edges
+        assert {
+            (f"allocate@s{i - 1}", f"allocate@s{i}"),
+            (f"select@s{i - 1}", f"select@s{i}"),
+            (f"train@s{i - 1}", f"select@s{i}"),
+            (f"train@s{i - 1}", f"train@s{i}"),
+            (f"annotate@s{i - 1}", f"annotate@s{i}"),
+        } <= edges
     for i in range(k):
-        assert {(f"allocate@s{i}", f"select@s{i}"), (f"allocate@s{i}", f"synthesize@s{i}"),
-                (f"select@s{i}", f"annotate@s{i}"), (f"synthesize@s{i}", f"train@s{i}"),
-                (f"annotate@s{i}", f"train@s{i}"), (f"train@s{i}", f"evaluate@s{i}")} <= edges
+        assert {
+            (f"allocate@s{i}", f"select@s{i}"),
+            (f"allocate@s{i}", f"synthesize@s{i}"),
+            (f"select@s{i}", f"annotate@s{i}"),
+            (f"synthesize@s{i}", f"train@s{i}"),
+            (f"annotate@s{i}", f"train@s{i}"),
+            (f"train@s{i}", f"evaluate@s{i}"),
+        } <= edges
     index = {name: int(name.split("@s")[1]) for name in names if "@s" in name}
     assert all(index.get(a, -1) <= index.get(b, 99) for a, b in edges)
 
@@ -48,22 +59,24 @@ def test_dag_matches_k(tmp_path, k):
 def test_repro_then_policy_experiment_changes_only_allocations(project):
     first = dvc(project, "repro", "allocate")
     assert ran_stages(first.stdout) == ["prepare", "allocate@s0", "allocate@s1"]
-    before = {p: (project / p).read_bytes() for p in ("data/prepared/pool.jsonl", "data/rounds/s1/allocation.json")}
+    before = {p: (project / p).read_bytes() for p in ("data/prepared/pool.jsonl", "data/stages/s1/allocation.json")}
     again = dvc(project, "repro", "allocate")
     assert ran_stages(again.stdout) == []  # nothing changed, nothing runs
 
     exp = dvc(project, "exp", "run", "-S", "policy.name=naive", "allocate")
     assert ran_stages(exp.stdout) == ["allocate@s0", "allocate@s1"]
     assert (project / "data/prepared/pool.jsonl").read_bytes() == before["data/prepared/pool.jsonl"]
-    naive = json.loads((project / "data/rounds/s1/allocation.json").read_text())
+    naive = json.loads((project / "data/stages/s1/allocation.json").read_text())
     assert naive["policy"] == "naive" and set(naive["quota"].values()) <= {1}
-    assert (project / "data/rounds/s1/allocation.json").read_bytes() != before["data/rounds/s1/allocation.json"]
+    assert (project / "data/stages/s1/allocation.json").read_bytes() != before["data/stages/s1/allocation.json"]
 
 
 def test_adding_a_stage_is_one_command(project):
     dvc(project, "repro", "allocate")
-    exp = dvc(project, "exp", "run", "-S", "+rounds.s2=s1", "allocate")
+    exp = dvc(project, "exp", "run", "-S", "+stages.s2=s1", "allocate")
     # B/K changes with K, so every allocation is re-planned; prepare is untouched
     assert ran_stages(exp.stdout) == ["allocate@s0", "allocate@s1", "allocate@s2"]
-    s2 = json.loads((project / "data/rounds/s2/allocation.json").read_text())
+    s2 = json.loads((project / "data/stages/s2/allocation.json").read_text())
     assert s2["stage"] == 2 and s2["teacher_calls"] > 0
+    assert yaml.safe_load((project / "params.yaml").read_text())["stages"] == {"s0": "start", "s1": "s0", "s2": "s1"}
+    assert {f"{step}@s2" for step in STEPS} <= set(stage_names(project))

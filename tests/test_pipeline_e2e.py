@@ -5,57 +5,13 @@ policies and sharing through a DVC remote cost exactly what they should."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 import pytest
-import yaml
 
-from dvc_project import dvc, make_project, ran_stages, run
-from teacher_fakeserver import Action, FakeTeacher, default_content
-
-LABELS = {"earn": 14, "acq": 6, "tea": 1}
-BUDGET = 12
-
-
-def teacher_reply(key: str, attempt: int, body: dict) -> Action:
-    prompt = body["messages"][-1]["content"]
-    topic = re.search(r"compose a news story with the topic (\S+)", prompt)
-    if topic:  # synthesis: a new story of the asked-for topic, with its rationale
-        label = topic.group(1)
-        return Action(content=f"Input: A brand new story about {label} prices.\n"
-                              f"Rationale: The story is about {label}. The answer is {label}.")
-    return Action(content=default_content(body))
-
-
-def write_data(root):
-    lines = {"train": [], "test": []}
-    for label, n in LABELS.items():
-        for i in range(n):
-            lines["train"].append({"text": f"{label} report number {i} on {label} markets", "topic": label})
-        for i in range(2):
-            lines["test"].append({"text": f"{label} test story {i}", "topic": label})
-    for split, rows in lines.items():
-        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def configure(project, teacher_url, student_dir):
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"].update(dataset="jsonl", test_per_domain=None, head_threshold=5,
-                          jsonl={"train": "train.jsonl", "test": "test.jsonl", "task": "classification",
-                                 "name": "R52", "fields": {"id": None, "input": "text", "label": "topic",
-                                                           "domain": "topic"}})
-    params["budget"]["total"] = BUDGET
-    params["policy"]["name"] = "adaptive"
-    params["teacher"].update(base_url=teacher_url, model="fake-teacher", concurrency=2, timeout=10, max_retries=2)
-    params["student"].update(model=student_dir, max_input_tokens=32, max_rationale_tokens=24)
-    params["train"].update(epochs=1, batch_size=4, micro_batch_size=4)
-    params["select"].update(candidates_per_row=2, batch_size=8, max_new_tokens=6)
-    params["evaluate"].update(batch_size=8, max_new_tokens=6)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    write_data(project)
-    run(project, "git", "add", "-A")
-    run(project, "git", "commit", "-qm", "tiny config")
+from support.dvc_project import dvc, make_project, ran_stages, run
+from support.teacher_fakeserver import FakeTeacher
+from support.tiny_pipeline import BUDGET, configure, teacher_reply
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +43,17 @@ def test_repro_runs_every_step_within_budget(project, teacher):
     metrics = json.loads((project / "metrics/s1/metrics.json").read_text())
     assert {"macro", "micro", "head", "tail"} <= set(metrics) and metrics["policy"] == "adaptive"
     assert len(set(teacher.keys())) <= BUDGET
-    reports = [json.loads((project / f"data/rounds/s{k}/{step}_report.json").read_text())
-               for k in range(2) for step in ("synthesize", "annotate")]
+    reports = [
+        json.loads((project / f"data/stages/s{k}/{step}_report.json").read_text())
+        for k in range(2)
+        for step in ("synthesize", "annotate")
+    ]
     assert sum(r["teacher"]["calls_budgeted"] for r in reports) <= BUDGET
     ledger = json.loads((project / "metrics/s1/teacher.json").read_text())
     assert ledger["calls_budgeted"] == sum(r["teacher"]["calls_budgeted"] for r in reports) == BUDGET
     assert ledger["calls_paid"] == len(set(teacher.keys()))  # a fresh cache: every call was paid
     assert (project / "metrics/s1/per_domain.png").read_bytes()[:4] == b"\x89PNG"
-    train = [json.loads(line) for line in (project / "data/rounds/s1/train.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (project / "data/stages/s1/train.jsonl").read_text().splitlines()]
     assert {r["source"] for r in train} == {"pool", "synthetic"} and len(train) == BUDGET
 
 
@@ -134,8 +93,11 @@ def test_policy_experiment_reruns_allocation_onwards_and_pays_identical_requests
     sent = teacher.keys()[n_before:]
     # a request the teacher already answered (in any experiment) is never sent again
     assert not set(sent) & answered_before
-    reports = [json.loads((project / f"data/rounds/s{k}/{step}_report.json").read_text())
-               for k in range(2) for step in ("synthesize", "annotate")]
+    reports = [
+        json.loads((project / f"data/stages/s{k}/{step}_report.json").read_text())
+        for k in range(2)
+        for step in ("synthesize", "annotate")
+    ]
     assert sum(r["teacher"]["calls_budgeted"] for r in reports) <= BUDGET
     assert len(set(sent)) <= sum(r["teacher"]["calls_paid"] for r in reports)
 
@@ -154,8 +116,9 @@ def test_pull_from_remote_in_a_fresh_clone_recomputes_nothing(project, teacher, 
     result = dvc(clone, "repro")
     assert ran_stages(result.stdout) == []
     assert len(teacher.keys()) == before
-    assert json.loads((clone / "metrics/s1/metrics.json").read_text()) == \
-        json.loads((project / "metrics/s1/metrics.json").read_text())
+    assert json.loads((clone / "metrics/s1/metrics.json").read_text()) == json.loads(
+        (project / "metrics/s1/metrics.json").read_text()
+    )
 
 
 @pytest.mark.parametrize("policy", ["random", "random_label", "duplicate", "balance", "active", "zeroshot"])
@@ -167,7 +130,7 @@ def test_every_baseline_runs_through_the_same_pipeline(project, teacher, policy)
     assert metrics["policy"] == policy and 0 <= metrics["macro"] <= 1
     plan = json.loads(run(project, sys.executable, "-m", "baldistill.cli", "plan", "--json").stdout)
     assert ledger["calls_budgeted"] == plan["teacher_calls"] <= BUDGET
-    train = [json.loads(line) for line in (project / "data/rounds/s1/train.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (project / "data/stages/s1/train.jsonl").read_text().splitlines()]
     sources = {r["source"] for r in train}
     if policy == "zeroshot":
         assert train == [] and (project / "models/s1/BASE").exists()
@@ -191,8 +154,9 @@ def test_budget_change_is_one_command(project, teacher):
 def test_report_gives_mean_and_spread_over_seeds(project):
     for seed in (1, 2):
         dvc(project, "exp", "run", "-n", f"naive-seed{seed}", "-S", "policy.name=naive", "-S", f"train.seed={seed}")
-    report = run(project, sys.executable, "-m", "baldistill.cli", "report", "naive-seed1", "naive-seed2",
-                 "--out", "seeds").stdout
+    report = run(
+        project, sys.executable, "-m", "baldistill.cli", "report", "naive-seed1", "naive-seed2", "--out", "seeds"
+    ).stdout
     assert "| naive-seed1 | naive | s1 |" in report and "| naive-seed2 | naive | s1 |" in report
     assert "| naive | 2 | " in report and "±" in report
     assert (project / "seeds/per_domain.png").read_bytes()[:4] == b"\x89PNG"

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from baldistill.policy import make_plan
-
-POLICIES = ("naive", "adaptive", "random", "random_label", "duplicate", "balance", "active", "zeroshot")
+from baldistill.core.allocation import make_plan
+from baldistill.core.policies import POLICY_NAMES as POLICIES
 
 
 def run_plan(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "baldistill.cli", "plan", *args],
-                          capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "baldistill.cli", "plan", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.fixture
@@ -28,21 +28,22 @@ def test_machine_form_for_every_policy(counts_file, policy):
     result = run_plan("--counts", str(counts_file), "--budget", "40", "--stages", "3", "--policy", policy, "--json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert {"budget", "stages", "policy", "teacher_calls", "rounds"} <= set(plan)
+    assert {"budget", "stages", "policy", "teacher_calls", "per_stage"} <= set(plan)
     assert (plan["budget"], plan["stages"], plan["policy"]) == (40, 3, policy)
-    assert [r["stage"] for r in plan["rounds"]] == [0, 1, 2]
-    for rnd in plan["rounds"]:
-        assert {"stage", "quota", "real", "synthetic", "head", "tail", "teacher_calls"} <= set(rnd)
-    assert plan["teacher_calls"] == sum(r["teacher_calls"] for r in plan["rounds"]) <= 40
+    assert [r["stage"] for r in plan["per_stage"]] == [0, 1, 2]
+    for alloc in plan["per_stage"]:
+        assert {"stage", "quota", "real", "synthetic", "head", "tail", "teacher_calls"} <= set(alloc)
+    assert plan["teacher_calls"] == sum(r["teacher_calls"] for r in plan["per_stage"]) <= 40
     counts = json.loads(counts_file.read_text())
     assert plan == json.loads(json.dumps(make_plan(counts, 40, 3, policy)))
 
 
 def test_naive_plan_synthesizes_for_the_tail(counts_file):
-    plan = json.loads(run_plan("--counts", str(counts_file), "--budget", "50", "--stages", "2",
-                               "--policy", "naive", "--json").stdout)
-    s0 = plan["rounds"][0]
-    assert s0["quota"] == {d: 5 for d in ("earn", "acq", "crude", "tea", "platinum")}
+    plan = json.loads(
+        run_plan("--counts", str(counts_file), "--budget", "50", "--stages", "2", "--policy", "naive", "--json").stdout
+    )
+    s0 = plan["per_stage"][0]
+    assert s0["quota"] == dict.fromkeys(("earn", "acq", "crude", "tea", "platinum"), 5)
     assert s0["tail"] == ["tea", "platinum"]
     assert s0["synthetic"] == {"earn": 0, "acq": 0, "crude": 0, "tea": 3, "platinum": 4}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 
-from baldistill.metrics import score
-from baldistill.plots import comparison_chart, domain_chart, domain_table, write_domain_csv
+from baldistill.core.metrics import score
+from baldistill.report.plots import comparison_chart, domain_chart, domain_table, write_domain_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 POOL = {"earn": 300, "acq": 100, "gold": 20, "crude": 10, "tin": 1}

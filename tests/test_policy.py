@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baldistill.errors import BaldistillError
-from baldistill.policy import (
+from baldistill.core.allocation import (
     adaptive_targets,
     adaptive_weight,
     largest_remainder,
     make_plan,
     stage_shares,
 )
+from baldistill.core.errors import BaldistillError
 
 ALL = ("naive", "adaptive", "random", "random_label", "duplicate", "balance", "active", "zeroshot")
 
@@ -21,12 +21,12 @@ ALL = ("naive", "adaptive", "random", "random_label", "duplicate", "balance", "a
 @st.composite
 def long_tailed(draw):
     """A pool whose domain sizes fall off like a power law, plus B and K."""
-    l = draw(st.integers(min_value=1, max_value=12))
+    n_domains = draw(st.integers(min_value=1, max_value=12))
     head = draw(st.integers(min_value=1, max_value=400))
     alpha = draw(st.floats(min_value=0.0, max_value=2.5))
-    counts = {f"d{i}": max(1, int(head * (i + 1) ** -alpha)) for i in range(l)}
+    counts = {f"d{i}": max(1, int(head * (i + 1) ** -alpha)) for i in range(n_domains)}
     stages = draw(st.integers(min_value=1, max_value=5))
-    budget = draw(st.integers(min_value=l, max_value=l * 40))
+    budget = draw(st.integers(min_value=n_domains, max_value=n_domains * 40))
     return counts, budget, stages
 
 
@@ -37,24 +37,24 @@ def test_quotas_are_exact_non_negative_and_consistent(case, policy):
     plan = make_plan(counts, budget, stages, policy)
     shares = stage_shares(budget, stages)
     assert sum(shares) == budget and max(shares) - min(shares) <= 1
-    used = {d: 0 for d in counts}
-    for k, rnd in enumerate(plan["rounds"]):
+    used = dict.fromkeys(counts, 0)
+    for k, alloc in enumerate(plan["per_stage"]):
         for key in ("quota", "real", "synthetic", "duplicated"):
-            assert all(v >= 0 for v in rnd[key].values()), key
+            assert all(v >= 0 for v in alloc[key].values()), key
         if policy in ("naive", "adaptive", "balance", "duplicate"):
-            assert sum(rnd["quota"].values()) == shares[k]
+            assert sum(alloc["quota"].values()) == shares[k]
         for d in counts:
             unused = counts[d] - used[d]
-            assert rnd["real"][d] <= unused
+            assert alloc["real"][d] <= unused
             # head/tail is decided against the rows earlier stages left unused
-            if d in rnd["tail"]:
-                assert rnd["quota"][d] > unused and rnd["real"][d] == unused
-                assert rnd["synthetic"][d] + rnd["duplicated"][d] == rnd["quota"][d] - unused
+            if d in alloc["tail"]:
+                assert alloc["quota"][d] > unused and alloc["real"][d] == unused
+                assert alloc["synthetic"][d] + alloc["duplicated"][d] == alloc["quota"][d] - unused
             elif policy in ("naive", "adaptive", "balance", "duplicate"):
-                assert d in rnd["head"] and rnd["real"][d] == rnd["quota"][d]
-            used[d] += rnd["real"][d]
-        assert set(rnd["head"]).isdisjoint(rnd["tail"])
-    assert plan["teacher_calls"] == sum(r["teacher_calls"] for r in plan["rounds"])
+                assert d in alloc["head"] and alloc["real"][d] == alloc["quota"][d]
+            used[d] += alloc["real"][d]
+        assert set(alloc["head"]).isdisjoint(alloc["tail"])
+    assert plan["teacher_calls"] == sum(r["teacher_calls"] for r in plan["per_stage"])
     assert plan["teacher_calls"] <= budget
 
 
@@ -72,7 +72,7 @@ def test_spending_policies_use_the_whole_budget_when_the_pool_allows(case, polic
 def test_adaptive_stage_zero_is_proportional_to_pool_counts(case):
     counts, budget, stages = case
     share = stage_shares(budget, stages)[0]
-    quota = make_plan(counts, budget, stages, "adaptive")["rounds"][0]["quota"]
+    quota = make_plan(counts, budget, stages, "adaptive")["per_stage"][0]["quota"]
     total = sum(counts.values())
     for d, n in counts.items():
         exact = Fraction(n * share, total)
@@ -82,8 +82,8 @@ def test_adaptive_stage_zero_is_proportional_to_pool_counts(case):
 @given(long_tailed())
 @settings(max_examples=100, deadline=None)
 def test_adaptive_moves_toward_equal_and_ends_balanced(case):
-    counts, budget, stages = case
-    l = len(counts)
+    counts, _budget, stages = case
+    n_domains = len(counts)
     total = sum(counts.values())
     previous = None
     for k in range(stages):
@@ -95,7 +95,7 @@ def test_adaptive_moves_toward_equal_and_ends_balanced(case):
         previous = spread
     if stages > 1:
         final = adaptive_targets(counts, 100, adaptive_weight(stages - 1, stages, "spread"))
-        assert set(final.values()) == {Fraction(100, l)}
+        assert set(final.values()) == {Fraction(100, n_domains)}
     assert sum(adaptive_targets(counts, 100, Fraction(1, 3)).values()) == 100
     assert total > 0
 
@@ -110,12 +110,12 @@ def test_adaptive_schedules_follow_their_definition():
 def test_naive_matches_the_papers_b_over_kl():
     counts = {"a": 100, "b": 50, "c": 40, "d": 30}
     plan = make_plan(counts, 80, 2, "naive")
-    assert [r["quota"] for r in plan["rounds"]] == [{"a": 10, "b": 10, "c": 10, "d": 10}] * 2
+    assert [r["quota"] for r in plan["per_stage"]] == [{"a": 10, "b": 10, "c": 10, "d": 10}] * 2
 
 
 def test_tail_domain_takes_all_unused_rows_and_synthesizes_the_rest():
     plan = make_plan({"big": 100, "small": 3}, 20, 2, "naive")
-    s0, s1 = plan["rounds"]
+    s0, s1 = plan["per_stage"]
     assert s0["tail"] == ["small"] and s0["real"]["small"] == 3 and s0["synthetic"]["small"] == 2
     # nothing of `small` is left for stage 1: all 5 are synthesized
     assert s1["real"]["small"] == 0 and s1["synthetic"]["small"] == 5
@@ -124,7 +124,7 @@ def test_tail_domain_takes_all_unused_rows_and_synthesizes_the_rest():
 
 def test_duplicate_fills_tail_by_repetition_without_calls():
     plan = make_plan({"big": 100, "small": 3}, 20, 2, "duplicate")
-    s0 = plan["rounds"][0]
+    s0 = plan["per_stage"][0]
     assert s0["duplicated"]["small"] == 2 and s0["synthetic"]["small"] == 0
     assert s0["teacher_calls"] == 8  # 5 big + 3 small annotated; copies reuse rationales
 
@@ -134,21 +134,21 @@ def test_baselines_without_teacher_calls():
     assert make_plan(counts, 10, 2, "zeroshot")["teacher_calls"] == 0
     plan = make_plan(counts, 10, 2, "random_label")
     assert plan["teacher_calls"] == 0
-    assert sum(sum(r["real"].values()) for r in plan["rounds"]) == 10
+    assert sum(sum(r["real"].values()) for r in plan["per_stage"]) == 10
 
 
 def test_random_is_seeded_and_uniform_over_rows():
     counts = {"a": 900, "b": 100}
     plans = [make_plan(counts, 1000, 10, "random", seed=s) for s in range(3)]
     assert plans[0] == make_plan(counts, 1000, 10, "random", seed=0)
-    taken_a = sum(r["real"]["a"] for r in make_plan(counts, 500, 1, "random", seed=1)["rounds"])
+    taken_a = sum(r["real"]["a"] for r in make_plan(counts, 500, 1, "random", seed=1)["per_stage"])
     assert 400 < taken_a < 500  # ~90% of a uniform draw comes from `a`
 
 
 def test_active_leaves_domains_to_run_time():
     plan = make_plan({"a": 30, "b": 5}, 10, 2, "active")
-    assert [r["open"] for r in plan["rounds"]] == [5, 5]
-    assert all(sum(r["quota"].values()) == 0 for r in plan["rounds"])
+    assert [r["open"] for r in plan["per_stage"]] == [5, 5]
+    assert all(sum(r["quota"].values()) == 0 for r in plan["per_stage"])
 
 
 def test_largest_remainder_breaks_ties_by_order():

@@ -5,14 +5,23 @@ import statistics
 from hypothesis import given
 from hypothesis import strategies as st
 
-from baldistill.report import aggregate, aggregate_markdown, mean_per_domain
+from baldistill.report.experiments import aggregate, aggregate_markdown, mean_per_domain
 
 scores = st.floats(min_value=0, max_value=1, allow_nan=False)
 
 
 def summary(policy, macro, micro=0.5, paid=10):
-    return {"experiment": f"{policy}-x", "policy": policy, "stage": "s1", "macro": macro, "micro": micro,
-            "head": macro, "tail": None, "calls_budgeted": 104, "calls_paid": paid}
+    return {
+        "experiment": f"{policy}-x",
+        "policy": policy,
+        "stage": "s1",
+        "macro": macro,
+        "micro": micro,
+        "head": macro,
+        "tail": None,
+        "calls_budgeted": 104,
+        "calls_paid": paid,
+    }
 
 
 @given(st.lists(scores, min_size=1, max_size=6))
@@ -32,7 +41,9 @@ def test_policies_are_kept_apart_in_order_of_appearance():
     assert abs(adaptive["macro"] - 0.25) < 1e-12 and adaptive["calls_paid"] == 60
     assert random["macro_std"] == 0.0
     table = aggregate_markdown([adaptive, random])
-    assert "| adaptive | 2 | 25.00 ± 7.07 | 50.00 ± 0.00 | 25.00 ± 7.07 | n/a | 104.00 ± 0.00 | 60.00 ± 14.14 |" in table
+    assert (
+        "| adaptive | 2 | 25.00 ± 7.07 | 50.00 ± 0.00 | 25.00 ± 7.07 | n/a | 104.00 ± 0.00 | 60.00 ± 14.14 |" in table
+    )
 
 
 def test_mean_per_domain_averages_what_each_run_has():

@@ -5,15 +5,25 @@ import os
 
 import pytest
 
-from baldistill.errors import BaldistillError
-from baldistill.jsonl import atomic_open, read_jsonl
-from baldistill.rows import Row, domain_counts, read_rows, write_rows
+from baldistill.core.errors import BaldistillError
+from baldistill.core.files import atomic_open, read_jsonl
+from baldistill.core.rows import Row, domain_counts, read_rows, write_rows
 
 
 def test_round_trip(tmp_path):
-    rows = [Row("1", "earn", "profit up", "earn"),
-            Row("2", "tea", "tea story", "tea", rationale="r. The answer is tea.", source="synthetic", stage=1,
-                meta={"ifd": 0.5})]
+    rows = [
+        Row("1", "earn", "profit up", "earn"),
+        Row(
+            "2",
+            "tea",
+            "tea story",
+            "tea",
+            rationale="r. The answer is tea.",
+            source="synthetic",
+            stage=1,
+            meta={"ifd": 0.5},
+        ),
+    ]
     path = tmp_path / "rows.jsonl"
     assert write_rows(path, rows) == 2
     assert read_rows(path) == rows
@@ -49,7 +59,7 @@ def test_teacher_rows_need_rationale_source_stage(tmp_path):
 def test_invalid_json_and_duplicate_ids(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text('{"id": "1"\n')
-    with pytest.raises(BaldistillError, match="x.jsonl:1: invalid JSON"):
+    with pytest.raises(BaldistillError, match=r"x\.jsonl:1: invalid JSON"):
         read_jsonl(path)
     row = {"id": "1", "domain": "a", "input": "x", "label": "a"}
     path.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
@@ -60,10 +70,10 @@ def test_invalid_json_and_duplicate_ids(tmp_path):
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text("old\n")
-    with pytest.raises(RuntimeError):
-        with atomic_open(path) as handle:
-            handle.write("half")
-            raise RuntimeError("killed")
+    # A step killed mid-write: the block must write and then fail.
+    with pytest.raises(RuntimeError), atomic_open(path) as handle:  # noqa: PT012
+        handle.write("half")
+        raise RuntimeError("killed")
     assert path.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["out.jsonl"]
 

@@ -4,13 +4,14 @@ import math
 
 import pytest
 
-from baldistill import selection
-from baldistill.errors import BaldistillError
-from baldistill.ifd import IfdScore, rank, score_by_generation
-from baldistill.params import Params
+from baldistill.core.errors import BaldistillError
+from baldistill.core.params import Params
+from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
-from baldistill.rows import Row
-from baldistill.student import build_prompt, load_student
+from baldistill.student import selection
+from baldistill.student.encoding import build_prompt
+from baldistill.student.ifd import IfdScore, rank, score_by_generation
+from baldistill.student.model import load_student
 
 WORDS = "oil gold wheat rates bank profit shares crude cocoa coffee tin zinc grain ship trade".split()
 
@@ -29,9 +30,9 @@ def make_params(model_dir: str, **select) -> Params:
     return Params.model_validate(
         {
             "budget": {"total": 20},
-            "rounds": {"s0": "start", "s1": "s0"},
+            "stages": {"s0": "start", "s1": "s0"},
             "student": {"model": model_dir, "max_input_tokens": 32},
-            "select": {"max_new_tokens": 6, "batch_size": 8, **select},
+            "select": {"max_new_tokens": 6, "batch_size": 8, "candidates_per_row": None, **select},
         }
     )
 
@@ -49,7 +50,17 @@ def allocation(policy: str, real: dict, open_: int = 0, duplicated: dict | None 
 
 
 def run(params, alloc, taken=(), stage=1, adapter=None):
-    return selection.select(make_pool(), alloc, set(taken), stage, params, "classification", adapter)
+    return selection.select(
+        make_pool(),
+        alloc,
+        set(taken),
+        stage,
+        params.select,
+        params.student,
+        params.policy.seed,
+        "classification",
+        adapter,
+    )
 
 
 def true_ifds(model_dir: str, params: Params, rows: list[Row]) -> list[float]:
@@ -179,9 +190,10 @@ def test_duplicate_adds_copies_of_taken_or_selected_rows(tiny_student_dir):
 def test_real_smollm2_converts_generates_and_scores(tmp_path, monkeypatch):
     """The default student end to end: fresh GGUF -> fp32 conversion, greedy
     generation, IFD by the generation-logits route == the two-pass route, and a select."""
-    from baldistill import assets
-    from baldistill.ifd import score_two_pass
-    from baldistill.student import encode_prompt, resolve_model_dir
+    from baldistill.core import assets
+    from baldistill.student.encoding import encode_prompt
+    from baldistill.student.ifd import score_two_pass
+    from baldistill.student.model import resolve_model_dir
 
     try:
         gguf = assets.path_of("smollm2-135m-instruct")
@@ -205,5 +217,15 @@ def test_real_smollm2_converts_generates_and_scores(tmp_path, monkeypatch):
     two_pass = score_two_pass(model, tokenizer, prompt_ids, [g.token_ids for g in generated], 4)
     for a, b in zip(scores, two_pass):
         assert a.ifd == pytest.approx(b.ifd, rel=1e-4) and math.isfinite(a.ifd)
-    rows, report = selection.select(pool, allocation("naive", {"crude": 2}), set(), 1, params, "classification", None)
+    rows, report = selection.select(
+        pool,
+        allocation("naive", {"crude": 2}),
+        set(),
+        1,
+        params.select,
+        params.student,
+        params.policy.seed,
+        "classification",
+        None,
+    )
     assert len(rows) == 2 and report["rows_scored"] == 4 and all("ifd" in r.meta for r in rows)

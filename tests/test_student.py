@@ -5,9 +5,11 @@ import copy
 import pytest
 import torch
 
-from baldistill import assets, student
-from baldistill.errors import BaldistillError
+from baldistill.core import assets
+from baldistill.core.errors import BaldistillError
 from baldistill.prompts import load_prompts
+from baldistill.student import encoding
+from baldistill.student import model as student
 
 PROMPTS = load_prompts("classification")
 
@@ -98,12 +100,12 @@ def test_lora_adapter_changes_the_model(tiny_student_dir, tmp_path, tiny):
 def test_prompt_is_chat_wrapped_and_input_truncated(tiny):
     _, tokenizer = tiny
     story = "oil prices rose sharply " * 100
-    prompt = student.build_prompt(tokenizer, PROMPTS, story, max_input_tokens=10)
+    prompt = encoding.build_prompt(tokenizer, PROMPTS, story, max_input_tokens=10)
     assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
     assert "Assign a topic" in prompt and story not in prompt
-    short = student.build_prompt(tokenizer, PROMPTS, "oil prices rose", max_input_tokens=10)
+    short = encoding.build_prompt(tokenizer, PROMPTS, "oil prices rose", max_input_tokens=10)
     assert "Story: oil prices rose\n" in short
-    ids = student.encode_prompt(tokenizer, prompt)
+    ids = encoding.encode_prompt(tokenizer, prompt)
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 3  # no doubled BOS
 
 
@@ -111,21 +113,21 @@ def test_prompt_without_chat_template_is_raw(tiny):
     _, tokenizer = tiny
     plain = copy.deepcopy(tokenizer)
     plain.chat_template = None
-    assert student.build_prompt(plain, PROMPTS, "x", 10) == PROMPTS.render("student", input="x")
+    assert encoding.build_prompt(plain, PROMPTS, "x", 10) == PROMPTS.render("student", input="x")
 
 
 def test_short_target_is_rationale_plus_eos(tiny):
     _, tokenizer = tiny
-    target = student.build_target("  Oil rose. The answer is crude.\n", tokenizer, 64)
+    target = encoding.build_target("  Oil rose. The answer is crude.\n", tokenizer, 64)
     assert target == "Oil rose. The answer is crude." + tokenizer.eos_token
-    assert student.encode_target(tokenizer, target)[-1] == tokenizer.eos_token_id
+    assert encoding.encode_target(tokenizer, target)[-1] == tokenizer.eos_token_id
 
 
 @pytest.mark.parametrize("limit", [8, 12, 20, 40])
 def test_long_target_keeps_answer_sentence(tiny, limit):
     _, tokenizer = tiny
     rationale = "The story mentions crude oil prices. " * 20 + "Therefore it is about oil. The answer is crude."
-    target = student.build_target(rationale, tokenizer, limit)
+    target = encoding.build_target(rationale, tokenizer, limit)
     body = target.removesuffix(tokenizer.eos_token)
     assert target.endswith("The answer is crude." + tokenizer.eos_token)
     assert len(tokenizer(body, add_special_tokens=False).input_ids) <= limit
@@ -135,5 +137,5 @@ def test_long_target_keeps_answer_sentence(tiny, limit):
 
 def test_target_without_answer_sentence_is_cut(tiny):
     _, tokenizer = tiny
-    target = student.build_target("word " * 100, tokenizer, 10)
-    assert len(student.encode_target(tokenizer, target)) == 11
+    target = encoding.build_target("word " * 100, tokenizer, 10)
+    assert len(encoding.encode_target(tokenizer, target)) == 11

@@ -10,14 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
-from teacher_helpers import INFO, LABELS, pool_rows
 
-from baldistill import assets
-from baldistill.annotation import annotate
-from baldistill.answers import extract_answer
-from baldistill.errors import BaldistillError
-from baldistill.params import Params
-from baldistill.teacher import open_client
+from baldistill.core import assets
+from baldistill.core.answers import extract_answer
+from baldistill.core.errors import BaldistillError
+from baldistill.core.params import Params
+from baldistill.teacher.annotation import annotate
+from baldistill.teacher.endpoint import open_client
+
+from support.teacher_helpers import INFO, LABELS, pool_rows
 
 pytestmark = pytest.mark.slow
 MODEL = "qwen2.5-coder-0.5b"
@@ -26,7 +27,7 @@ MODEL = "qwen2.5-coder-0.5b"
 def local_params(**teacher) -> Params:
     local = {"model_file": MODEL, "threads": 2, "ctx": 1024, "startup_timeout": 180}
     teacher = {"base_url": "local", "model": "qwen-local", "max_tokens": 48, "timeout": 300, "local": local, **teacher}
-    return Params.model_validate({"budget": {"total": 10}, "rounds": {"s0": "start"}, "teacher": teacher})
+    return Params.model_validate({"budget": {"total": 10}, "stages": {"s0": "start"}, "teacher": teacher})
 
 
 @pytest.fixture(autouse=True)
@@ -73,9 +74,9 @@ def test_annotate_with_the_real_local_server():
     rows = pool_rows(1)[:2]
     before = server_pids()
     params = local_params()
-    with open_client(params, budget=len(rows)) as client:
+    with open_client(params.teacher, budget=len(rows)) as client:
         assert server_pids() == before  # the server starts at the first cache miss, not before
-        out, report = annotate(rows, 0, params, INFO, client)
+        out, report = annotate(rows, 0, params.teacher, params.data.max_input_chars, INFO, client)
         started = server_pids() - before
     assert len(started) == 1
     assert [r.id for r in out] == [r.id for r in rows]  # on_mismatch=keep: every row kept
@@ -86,17 +87,16 @@ def test_annotate_with_the_real_local_server():
 
 
 HOLD = textwrap.dedent(
-    """
+    f"""
     import sys, time
-    from baldistill.params import Params
-    from baldistill.server import teacher_endpoint
-    params = Params.model_validate({"budget": {"total": 1}, "rounds": {"s0": "start"}, "teacher": {
-        "base_url": "local", "local": {"model_file": "%s", "threads": 1, "ctx": 512}}})
+    from baldistill.core.params import Params
+    from baldistill.teacher.server import teacher_endpoint
+    params = Params.model_validate({{"budget": {{"total": 1}}, "stages": {{"s0": "start"}}, "teacher": {{
+        "base_url": "local", "local": {{"model_file": "{MODEL}", "threads": 1, "ctx": 512}}}}}})
     with teacher_endpoint(params.teacher) as (url, model):
         print("ready", url, flush=True)
         time.sleep(600)
     """
-    % MODEL
 )
 
 
@@ -125,7 +125,7 @@ def test_a_server_that_dies_at_startup_is_a_clear_error(tmp_path, monkeypatch):
     (home / "assets" / asset.filename).with_suffix(".sha256").write_text("x\n")
     monkeypatch.setenv("BALDISTILL_HOME", str(home))
     expected = r"local teacher server exited with code \d+ during startup: .+"
-    with pytest.raises(BaldistillError, match=expected) as caught:
-        with open_client(local_params(), budget=1) as client:
-            annotate(pool_rows(1)[:1], 0, local_params(), INFO, client)
+    teacher = local_params().teacher
+    with pytest.raises(BaldistillError, match=expected) as caught, open_client(teacher, budget=1) as client:
+        annotate(pool_rows(1)[:1], 0, teacher, 1500, INFO, client)
     assert "\n" not in str(caught.value)

@@ -9,20 +9,29 @@ import sys
 import time
 from pathlib import Path
 
-from teacher_fakeserver import Action, FakeTeacher, body_key
-from teacher_helpers import SECRET, files_contain, pool_rows
+from baldistill.core.rows import read_rows, write_rows
+from baldistill.teacher.cache import RequestCache
 
-from baldistill.cache import RequestCache
-from baldistill.rows import read_rows, write_rows
+from support.teacher_fakeserver import Action, FakeTeacher, body_key
+from support.teacher_helpers import SECRET, files_contain, pool_rows
 
-CHILD = Path(__file__).with_name("teacher_child.py")
+CHILD = Path(__file__).parent / "support" / "teacher_child.py"
 
 
 def start_child(base_url: str, workdir: Path) -> subprocess.Popen:
-    env = {**os.environ, "BALDISTILL_TEST_KEY": SECRET, "BALDISTILL_TEACHER_CACHE": str(workdir / "cache"),
-           "TQDM_DISABLE": "1"}
-    return subprocess.Popen([sys.executable, str(CHILD), base_url, str(workdir)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "BALDISTILL_TEST_KEY": SECRET,
+        "BALDISTILL_TEACHER_CACHE": str(workdir / "cache"),
+        "TQDM_DISABLE": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), base_url, str(workdir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stored_server_keys(cache_dir: Path) -> set[str]:
@@ -45,8 +54,13 @@ def test_sigkill_midway_then_rerun_resumes(tmp_path):
         child = start_child(server.base_url, tmp_path)
         # Kill once >= 3 answers are out and every answer sent so far is on disk;
         # the next requests are then inside the server's 0.4 s delay.
-        wait_for(lambda: len(server.answered()) >= 3 and (tmp_path / "cache" / "cache.sqlite").exists()
-                 and server.answered() <= stored_server_keys(tmp_path / "cache"))
+        wait_for(
+            lambda: (
+                len(server.answered()) >= 3
+                and (tmp_path / "cache" / "cache.sqlite").exists()
+                and server.answered() <= stored_server_keys(tmp_path / "cache")
+            )
+        )
         child.send_signal(signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
         answered_before = server.answered()

@@ -1,20 +1,32 @@
-"""annotate() and synthesize() end to end against a loopback OpenAI-protocol server."""
+"""annotate() and synthesize(), and their stage scripts, end to end against a loopback OpenAI-protocol server."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from teacher_fakeserver import Action, FakeTeacher
-from teacher_helpers import INFO, LABELS, SECRET, files_contain, make_params, pool_rows
 
-from baldistill.annotation import annotate
-from baldistill.answers import extract_answer
-from baldistill.dataset_info import DatasetInfo
-from baldistill.errors import BaldistillError
-from baldistill.rows import Row
-from baldistill.synthesis import synthesize
-from baldistill.teacher import open_client
+from baldistill.core.answers import extract_answer
+from baldistill.core.dataset_info import DatasetInfo
+from baldistill.core.errors import BaldistillError
+from baldistill.core.files import read_json, read_jsonl, write_json
+from baldistill.core.layout import StagePaths
+from baldistill.core.rows import Row, read_rows, write_rows
+from baldistill.teacher.annotation import annotate, keep_gold_labels
+from baldistill.teacher.endpoint import open_client
+from baldistill.teacher.synthesis import synthesize
+from baldistill.teacher.usage import empty_ledger
+
+from support.teacher_fakeserver import Action, FakeTeacher
+from support.teacher_helpers import INFO, LABELS, SECRET, files_contain, make_params, pool_rows
+
+SEED = 0  # policy.seed
+CHARS = 1500  # data.max_input_chars
 
 
 @pytest.fixture(autouse=True)
@@ -29,13 +41,14 @@ def prompt_of(body: dict) -> str:
 
 # ---- annotation -------------------------------------------------------------
 
+
 def test_annotate_gives_every_row_a_rationale(tmp_path):
     rows = pool_rows(2)
     params = make_params("http://placeholder", max_tokens=77)
     with FakeTeacher() as server:
         params = make_params(server.base_url, max_tokens=77)
-        with open_client(params, budget=len(rows), backoff=0.01) as client:
-            out, report = annotate(rows, 1, params, INFO, client)
+        with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+            out, report = annotate(rows, 1, params.teacher, CHARS, INFO, client)
     assert [r.id for r in out] == [r.id for r in rows]
     assert all(r.source == "pool" and r.stage == 1 for r in out)
     assert all(extract_answer(r.rationale, "classification", LABELS) == r.label for r in out)
@@ -64,8 +77,8 @@ def test_annotate_mismatches_are_counted_and_handled(policy):
     rows = pool_rows(2)
     with FakeTeacher(disagreeing) as server:
         params = make_params(server.base_url, on_mismatch=policy)
-        with open_client(params, budget=len(rows), backoff=0.01) as client:
-            out, report = annotate(rows, 0, params, INFO, client)
+        with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+            out, report = annotate(rows, 0, params.teacher, CHARS, INFO, client)
     assert report["mismatches"] == {"no_answer": 2, "wrong_answer": 2}
     assert report["answer_sentence_added"] == 2
     ships = [r for r in out if r.label == "ship"]
@@ -84,36 +97,41 @@ def test_annotate_refuses_to_go_over_budget_and_sends_nothing():
     rows = pool_rows(2)
     with FakeTeacher() as server:
         params = make_params(server.base_url)
-        with open_client(params, budget=len(rows) - 1, backoff=0.01) as client:
-            with pytest.raises(BaldistillError, match="budget exceeded"):
-                annotate(rows, 0, params, INFO, client)
+        with (
+            open_client(params.teacher, budget=len(rows) - 1, backoff=0.01) as client,
+            pytest.raises(BaldistillError, match="budget exceeded"),
+        ):
+            annotate(rows, 0, params.teacher, CHARS, INFO, client)
     assert server.seen == []
 
 
 def test_unset_api_key_for_a_remote_url_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("BALDISTILL_TEST_KEY")
     params = make_params("https://api.example.invalid/v1")
-    with pytest.raises(BaldistillError, match=r"BALDISTILL_TEST_KEY is not set"):
-        with open_client(params, budget=2) as client:
-            annotate(pool_rows(1)[:1], 0, params, INFO, client)
+    with (
+        pytest.raises(BaldistillError, match=r"BALDISTILL_TEST_KEY is not set"),
+        open_client(params.teacher, budget=2) as client,
+    ):
+        annotate(pool_rows(1)[:1], 0, params.teacher, CHARS, INFO, client)
 
 
 def test_a_run_answered_from_the_cache_needs_no_server_and_no_key(monkeypatch):
     rows = pool_rows(1)
     with FakeTeacher() as server:
         params = make_params(server.base_url)
-        with open_client(params, budget=len(rows), backoff=0.01) as client:
-            first, _ = annotate(rows, 0, params, INFO, client)
+        with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+            first, _ = annotate(rows, 0, params.teacher, CHARS, INFO, client)
     # the server is gone and the key unset: every answer must come from the cache
     monkeypatch.delenv("BALDISTILL_TEST_KEY")
-    with open_client(params, budget=len(rows), backoff=0.01) as client:
-        again, report = annotate(rows, 0, params, INFO, client)
+    with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+        again, report = annotate(rows, 0, params.teacher, CHARS, INFO, client)
     assert again == first
     assert report["teacher"]["calls_paid"] == 0 and report["teacher"]["cached"] == len(rows)
     assert report["teacher"]["calls_budgeted"] == len(rows) and client.base_url is None
 
 
 # ---- synthesis --------------------------------------------------------------
+
 
 def topic(body: dict) -> str:
     return re.search(r"write a short news story with the topic (\S+) and", prompt_of(body)).group(1)
@@ -149,8 +167,8 @@ def test_synthesize_parses_keeps_and_drops_by_reason():
     }
     with FakeTeacher(by_sample(outputs)) as server:
         params = make_params(server.base_url, concurrency=1, synth_temperature=0.7, synth_max_tokens=99)
-        with open_client(params, budget=7, backoff=0.01) as client:
-            rows, report = synthesize(pool, {"ship": 5, "crude": 1}, 2, params, INFO, client)
+        with open_client(params.teacher, budget=7, backoff=0.01) as client:
+            rows, report = synthesize(pool, {"ship": 5, "crude": 1}, 2, params.teacher, SEED, CHARS, INFO, client)
     kept = {r.id: r for r in rows}
     assert set(kept) == {"syn-s2-ship-0", "syn-s2-ship-1", "syn-s2-crude-0"}
     assert report["dropped"] == {"copied_demonstration": 1, "no_rationale": 1, "wrong_label": 1}
@@ -166,8 +184,8 @@ def test_synthesis_prompts_show_three_demonstrations_of_their_own_domain():
     pool = pool_rows(5)
     with FakeTeacher(by_sample({"ship": [GOOD]})) as server:
         params = make_params(server.base_url)
-        with open_client(params, budget=4, backoff=0.01) as client:
-            synthesize(pool, {"ship": 4}, 0, params, INFO, client)
+        with open_client(params.teacher, budget=4, backoff=0.01) as client:
+            synthesize(pool, {"ship": 4}, 0, params.teacher, SEED, CHARS, INFO, client)
     for seen in server.seen:
         shown = [r for r in pool if f"Input: {r.input}\n" in prompt_of(seen.body)]
         assert len(shown) == 3 and {r.domain for r in shown} == {"ship"}
@@ -175,15 +193,15 @@ def test_synthesis_prompts_show_three_demonstrations_of_their_own_domain():
 
 
 def test_synthesis_is_seeded_and_fresh_per_stage(tmp_path, monkeypatch):
-    pool = pool_rows(5) + [Row(id="lonely", domain="nat-gas", input="gas pipeline deal", label="nat-gas")]
+    pool = [*pool_rows(5), Row(id="lonely", domain="nat-gas", input="gas pipeline deal", label="nat-gas")]
     outputs = {"ship": [GOOD], "nat-gas": ["Input: LNG imports.\nRationale: Gas. The answer is nat-gas."]}
 
     def prompts_for(stage: int, cache: str) -> list[str]:
         monkeypatch.setenv("BALDISTILL_TEACHER_CACHE", str(tmp_path / cache))
         with FakeTeacher(by_sample(outputs)) as server:
             params = make_params(server.base_url, concurrency=1)
-            with open_client(params, budget=3, backoff=0.01) as client:
-                rows, _ = synthesize(pool, {"ship": 2, "nat-gas": 1}, stage, params, INFO, client)
+            with open_client(params.teacher, budget=3, backoff=0.01) as client:
+                rows, _ = synthesize(pool, {"ship": 2, "nat-gas": 1}, stage, params.teacher, SEED, CHARS, INFO, client)
         assert len(rows) == 3
         return sorted(prompt_of(s.body) for s in server.seen)
 
@@ -204,8 +222,8 @@ def test_multiple_choice_answer_must_be_one_of_the_choices():
     count = iter(range(100))
     with FakeTeacher(lambda key, attempt, body: Action(content=outputs[next(count) % 2])) as server:
         params = make_params(server.base_url, concurrency=1)
-        with open_client(params, budget=2, backoff=0.01) as client:
-            rows, report = synthesize(pool, {"obqa": 2}, 0, params, info, client)
+        with open_client(params.teacher, budget=2, backoff=0.01) as client:
+            rows, report = synthesize(pool, {"obqa": 2}, 0, params.teacher, SEED, CHARS, info, client)
     assert [(r.id, r.label) for r in rows] == [("syn-s0-obqa-0", "A")]
     assert report["dropped"] == {"answer_not_a_choice": 1}
 
@@ -213,8 +231,8 @@ def test_multiple_choice_answer_must_be_one_of_the_choices():
 def test_no_secret_in_cache_reports_or_rows(tmp_path):
     with FakeTeacher(by_sample({"ship": [GOOD]})) as server:
         params = make_params(server.base_url)
-        with open_client(params, budget=2, backoff=0.01) as client:
-            rows, report = synthesize(pool_rows(3), {"ship": 2}, 0, params, INFO, client)
+        with open_client(params.teacher, budget=2, backoff=0.01) as client:
+            rows, report = synthesize(pool_rows(3), {"ship": 2}, 0, params.teacher, SEED, CHARS, INFO, client)
             client.export_used(tmp_path / "responses.jsonl")
     assert files_contain(tmp_path, SECRET) == []
     assert SECRET not in repr(report) + repr(rows)
@@ -230,3 +248,104 @@ def test_dataset_info_round_trip_and_validation(tmp_path):
     (tmp_path / "bad2.json").write_text('{"name": "x", "task": "math", "labels": "abc"}')
     with pytest.raises(BaldistillError, match="labels must be a list"):
         DatasetInfo.load(tmp_path / "bad2.json")
+
+
+# ---- one report shape, whether or not the teacher is asked -------------------
+
+
+def test_annotation_inputs_are_cut_to_max_input_chars():
+    rows = [Row(id="r", domain="ship", input="tankers " * 40, label="ship")]
+    with FakeTeacher() as server:
+        params = make_params(server.base_url)
+        with open_client(params.teacher, budget=1, backoff=0.01) as client:
+            annotate(rows, 0, params.teacher, 20, INFO, client)
+    (seen,) = server.seen
+    assert f"News story: {rows[0].input[:20]}." in prompt_of(seen.body)
+
+
+def test_gold_labels_only_has_the_annotate_report_shape_and_calls_nobody():
+    rows = pool_rows(1)
+    with FakeTeacher() as server:
+        params = make_params(server.base_url)
+        with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+            _, annotated = annotate(rows, 0, params.teacher, CHARS, INFO, client)
+    kept, report = keep_gold_labels(rows, 3)
+    assert [(r.id, r.rationale, r.source, r.stage) for r in kept] == [(r.id, None, "pool", 3) for r in rows]
+    assert report.keys() == annotated.keys() and report["teacher"].keys() == annotated["teacher"].keys()
+    assert report["teacher"]["calls_budgeted"] == 0 and report["kept"] == len(rows) and report["dropped"] == 0
+
+
+def test_synthesis_with_no_quota_has_the_same_report_shape_and_reaches_no_endpoint(monkeypatch):
+    monkeypatch.delenv("BALDISTILL_TEST_KEY")  # a remote URL without a key: reaching it would fail
+    params = make_params("https://api.example.invalid/v1")
+    with open_client(params.teacher, budget=0) as client:
+        rows, empty = synthesize(pool_rows(2), {}, 0, params.teacher, SEED, CHARS, INFO, client)
+    assert rows == [] and client.base_url is None
+    with FakeTeacher(by_sample({"ship": [GOOD]})) as server:
+        params = make_params(server.base_url)
+        with open_client(params.teacher, budget=1, backoff=0.01) as client:
+            _, report = synthesize(pool_rows(2), {"ship": 1}, 0, params.teacher, SEED, CHARS, INFO, client)
+    assert empty.keys() == report.keys() and empty["teacher"].keys() == report["teacher"].keys()
+    assert empty["requested"] == empty["teacher"]["calls_budgeted"] == 0
+
+
+STAGES = Path(__file__).resolve().parents[1] / "stages"
+
+
+def run_teacher_steps(work: Path, base_url: str, policy: str, synthetic: dict[str, int]) -> dict:
+    """Run stages/synthesize.py and stages/annotate.py for s0 in `work`; returns their outputs."""
+    pool = pool_rows(3)
+    write_rows(work / "data/prepared/pool.jsonl", pool)
+    INFO.save(work / "data/prepared/info.json")
+    here, start = StagePaths("s0"), StagePaths("start")
+    write_json(work / here.allocation, {"synthetic": synthetic})
+    write_rows(work / here.selected, [*pool[::4], pool[0].with_(id="copy", source="duplicate")])
+    write_json(work / start.ledger, {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2})
+    params = make_params(base_url, concurrency=1, price={"input_per_1m": 1.0, "output_per_1m": 2.0}).model_dump()
+    params["policy"]["name"] = policy
+    (work / "params.yaml").write_text(json.dumps(params))
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    for script, *args in (("synthesize.py", "s0"), ("annotate.py", "s0", "start")):
+        done = subprocess.run(
+            [sys.executable, str(STAGES / script), *args],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+    return {
+        "synthesize": read_json(work / here.report("synthesize")),
+        "annotate": read_json(work / here.report("annotate")),
+        "responses": {step: read_jsonl(work / here.teacher_responses(step)) for step in ("synthesize", "annotate")},
+        "ledger": read_json(work / here.ledger),
+        "annotated": read_rows(work / here.annotated),
+    }
+
+
+def shape(report: dict) -> tuple:
+    return tuple(report), tuple(report["teacher"])
+
+
+def test_the_steps_write_one_report_shape_whether_or_not_they_call_the_teacher(tmp_path):
+    synthesis = by_sample({"ship": [GOOD]})
+
+    def plan(key, attempt, body):  # synthesis prompts get GOOD, annotation prompts the gold label
+        return synthesis(key, attempt, body) if "write a short news story" in prompt_of(body) else Action()
+
+    with FakeTeacher(plan) as server:
+        asked = run_teacher_steps(tmp_path / "asked", server.base_url, "adaptive", {"ship": 2, "crude": 0})
+        n_asked = len(server.seen)
+        quiet = run_teacher_steps(tmp_path / "quiet", server.base_url, "random_label", {"ship": 0})
+    assert n_asked == 2 + 4 and len(server.seen) == n_asked  # random_label and a zero quota call nobody
+    for step in ("synthesize", "annotate"):
+        assert shape(asked[step]) == shape(quiet[step])
+        assert quiet[step]["teacher"]["calls_budgeted"] == 0 and quiet["responses"][step] == []
+    assert [len(asked["responses"][step]) for step in ("synthesize", "annotate")] == [2, 4]
+    assert all(r.rationale is None for r in quiet["annotated"]) and len(quiet["annotated"]) == 4
+    # the stage's ledger: the previous stage's plus this stage's synthesize and annotate usage
+    teacher = asked["synthesize"]["teacher"], asked["annotate"]["teacher"]
+    assert asked["ledger"]["calls_budgeted"] == 3 + 2 + 4 and asked["ledger"]["calls_paid"] == 2 + 2 + 4
+    assert asked["ledger"]["prompt_tokens"] == sum(t["prompt_tokens"] for t in teacher) > 0
+    assert quiet["ledger"] == {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2}

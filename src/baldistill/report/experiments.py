@@ -1,0 +1,223 @@
+"""`baldistill report`: one comparison of chosen DVC experiments.
+
+Reads each experiment's final-stage metrics through `dvc.api.exp_show` and
+its per-domain CSV through `dvc.api.read` (so experiments that are not checked
+out, and the workspace, compare alike), then writes a markdown table and the
+per-domain chart, head to tail, one series per experiment (the paper's Figure 2).
+Several experiments of one policy (seeds) are also summarised as mean and
+spread, and then the chart has one series per policy: its mean per domain.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from baldistill.core.errors import BaldistillError
+from baldistill.core.files import atomic_open
+from baldistill.report.plots import comparison_chart
+
+SCORES = ("macro", "micro", "head", "tail")
+CALLS = ("calls_budgeted", "calls_paid")
+COLUMNS = SCORES + CALLS
+
+
+def final_stage(row: dict) -> str | None:
+    """The highest sK that has a metrics file in this experiment."""
+    stages = {
+        int(m.group(1))
+        for key in row
+        if (m := re.match(r"metrics/s(\d+)/metrics\.json:macro$", key)) and row[key] is not None
+    }
+    return f"s{max(stages)}" if stages else None
+
+
+def pick(rows: list[dict], wanted: list[str]) -> list[dict]:
+    """Experiments by name or rev ("workspace" included); all of them if none named."""
+    if not wanted:
+        return [r for r in rows if r.get("rev") == "workspace" or r.get("Experiment")]
+    chosen = []
+    for name in wanted:
+        match = [r for r in rows if name in (r.get("Experiment"), r.get("rev"))]
+        if not match:
+            raise BaldistillError(f"no experiment or revision named {name!r} (see `dvc exp show`)")
+        chosen.append(match[0])
+    return chosen
+
+
+def label_of(row: dict) -> str:
+    name = row.get("Experiment") or row.get("rev")
+    return f"{row.get('policy.name', '?')} ({name})"
+
+
+def summarize(row: dict, stage: str) -> dict:
+    scores, ledger = f"metrics/{stage}/metrics.json:", f"metrics/{stage}/teacher.json:"
+    return {
+        "experiment": row.get("Experiment") or row.get("rev"),
+        "policy": row.get("policy.name"),
+        "stage": stage,
+        **{c: row.get(scores + c) for c in SCORES},
+        **{c: row.get(ledger + c) for c in CALLS},
+    }
+
+
+def per_domain(rev: str, stage: str, repo: str | None) -> dict[str, dict]:
+    import dvc.api
+
+    text = dvc.api.read(f"metrics/{stage}/per_domain.csv", repo=repo, rev=None if rev == "workspace" else rev)
+    return {
+        r["domain"]: {"score": float(r["score"]), "pool_rows": int(r["pool_rows"]), "n": int(r["n"])}
+        for r in csv.DictReader(io.StringIO(text))
+    }
+
+
+def markdown(summaries: list[dict]) -> str:
+    def cell(value) -> str:
+        if value is None:
+            return "n/a"
+        return f"{100 * value:.2f}" if isinstance(value, float) and value <= 1 else f"{value:g}"
+
+    lines = [
+        "| experiment | policy | stage | macro | micro | head | tail | calls budgeted | calls paid |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        lines.append(
+            "| "
+            + " | ".join([str(s["experiment"]), str(s["policy"]), s["stage"]] + [cell(s[c]) for c in COLUMNS])
+            + " |"
+        )
+    return "\n".join(lines) + "\n\nScores in percent (F1 or accuracy); head/tail are means of per-domain scores.\n"
+
+
+def by_policy(summaries: list[dict], items: list | None = None) -> dict[str, list]:
+    """`items` (default: the summaries themselves) grouped by their summary's
+    policy, in order of first appearance."""
+    groups: dict[str, list] = defaultdict(list)
+    for summary, item in zip(summaries, summaries if items is None else items, strict=True):
+        groups[str(summary["policy"])].append(item)
+    return groups
+
+
+def aggregate(summaries: list[dict]) -> list[dict]:
+    """Per policy, in order of first appearance: the number of runs, mean and
+    sample standard deviation (0 for one run) of each score, and the calls.
+    Runs lacking a score (None) are left out of that score's mean."""
+    out = []
+    for policy, runs in by_policy(summaries).items():
+        row = {"policy": policy, "runs": len(runs)}
+        for column in COLUMNS:
+            values = [r[column] for r in runs if r[column] is not None]
+            row[column] = statistics.fmean(values) if values else None
+            row[column + "_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+        out.append(row)
+    return out
+
+
+def aggregate_markdown(groups: list[dict]) -> str:
+    """Mean ± sample standard deviation over each policy's runs."""
+
+    def cell(row: dict, column: str, scale: float) -> str:
+        mean, std = row[column], row[column + "_std"]
+        return "n/a" if mean is None else f"{scale * mean:.2f} ± {scale * std:.2f}"
+
+    lines = [
+        "| policy | runs | macro | micro | head | tail | calls budgeted | calls paid |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        lines.append(
+            "| "
+            + " | ".join(
+                [g["policy"], str(g["runs"])] + [cell(g, c, 100) for c in SCORES] + [cell(g, c, 1) for c in CALLS]
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n\nMean ± sample standard deviation over each policy's runs (seeds).\n"
+
+
+def mean_per_domain(runs: list[dict[str, dict]]) -> dict[str, dict]:
+    """The mean score of each domain over several runs' per-domain tables."""
+    domains = {d for run in runs for d in run}
+    out = {}
+    for domain in domains:
+        present = [run[domain] for run in runs if domain in run]
+        out[domain] = {
+            "score": statistics.fmean(v["score"] for v in present),
+            "pool_rows": max(v["pool_rows"] for v in present),
+            "n": sum(v["n"] for v in present),
+        }
+    return out
+
+
+def experiment_baselines(repo: str | None) -> list[str]:
+    """HEAD and every commit some experiment was run from: seeds run over several
+    sittings may rest on different commits, and a report compares them all."""
+    from dvc.repo import Repo
+
+    with Repo(repo) as dvc_repo:
+        return ["HEAD", *dvc_repo.experiments.ls(all_commits=True)]
+
+
+def write_report(wanted: list[str], out_dir: str | Path, head_threshold: int | None, repo: str | None = None) -> dict:
+    """Write report.md and per_domain.png under `out_dir`; returns the paths and rows."""
+    import dvc.api
+
+    rows = pick(dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo)), wanted)
+    summaries, tables = [], []
+    for row in rows:
+        stage = final_stage(row)
+        if stage is None:
+            raise BaldistillError(f"experiment {row.get('Experiment') or row.get('rev')} has no metrics yet")
+        summaries.append(summarize(row, stage))
+        tables.append(per_domain(row["rev"], stage, repo))
+    series = {label_of(row): table for row, table in zip(rows, tables)}
+    text, title = markdown(summaries), "per-domain score, head to tail"
+    groups = aggregate(summaries)
+    if any(g["runs"] > 1 for g in groups):
+        text += "\n" + aggregate_markdown(groups)
+        series = {
+            f"{policy} (mean of {len(runs)})": mean_per_domain(runs)
+            for policy, runs in by_policy(summaries, tables).items()
+        }
+        title += ", mean over each policy's runs"
+    out = Path(out_dir)
+    with atomic_open(out / "report.md") as handle:
+        handle.write(text)
+    comparison_chart(series, out / "per_domain.png", head_threshold, title=title)
+    return {
+        "markdown": str(out / "report.md"),
+        "chart": str(out / "per_domain.png"),
+        "rows": summaries,
+        "groups": groups,
+    }
+
+
+def stage_summary(metrics: dict, ledger: dict, per_domain_rows: list[dict], paths: dict[str, str]) -> str:
+    """What `baldistill summary` prints after a run: where things are, the
+    scores, head vs tail, the best and worst domains, and what the teacher cost."""
+
+    def pct(value) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}"
+
+    lines = [
+        f"policy {metrics['policy']}, stage {metrics['stage']}: macro {pct(metrics['macro'])}  "
+        f"micro {pct(metrics['micro'])}  head {pct(metrics['head'])}  tail {pct(metrics['tail'])}  "
+        f"(n={metrics['n']}, no parsable answer {pct(metrics.get('no_answer'))}%)",
+        f"teacher calls: {ledger['calls_budgeted']} budgeted, {ledger['calls_paid']} paid by this run "
+        f"(the rest came from the cache), {ledger['prompt_tokens']} + {ledger['completion_tokens']} tokens",
+    ]
+    ranked = sorted(per_domain_rows, key=lambda r: -float(r["score"]))
+    if ranked:
+
+        def show(rows):
+            return ", ".join(f"{r['domain']} {100 * float(r['score']):.0f} ({r['group']})" for r in rows)
+
+        lines.append(f"best domains:  {show(ranked[:5])}")
+        lines.append(f"worst domains: {show(ranked[-5:])}")
+    lines += [f"{name}: {path}" for name, path in paths.items()]
+    return "\n".join(lines)

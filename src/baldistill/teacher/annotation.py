@@ -1,0 +1,113 @@
+"""Annotation (Section 3.6, Table 9): the teacher explains the gold answer.
+
+Zero-shot chain-of-thought with the gold label in the prompt, greedy decoding
+(temperature 0, as Appendix B), teacher.max_tokens. The rationale must end in
+an answer the extractor can read; when its answer disagrees with the gold
+label or is missing, the row is counted as a mismatch and teacher.on_mismatch
+decides:
+
+- "keep": keep the rationale and append the prompt's answer sentence
+  ("The answer is <gold>.") so the last stated answer, which is what the
+  student learns to produce and what extraction reads, is the gold one.
+  Reasoning that argued for another answer stays in; choose "drop" if that
+  worries you more than losing the row (and the budget it cost).
+- "drop": leave the row out of the output.
+
+A rationale whose answer agrees but is not stated as "The answer is ..."
+(e.g. "The correct topic is earn.") gets the answer sentence appended too,
+so every training target ends the way the student prompt asks; the report
+counts these as `answer_sentence_added`.
+
+A policy that does not annotate (random_label) keeps the gold labels only
+(`keep_gold_labels`); its report has the same shape, with zero teacher usage.
+"""
+
+from __future__ import annotations
+
+from baldistill.core.answers import ANSWER_SENTENCE, answers_match, extract_answer
+from baldistill.core.dataset_info import DatasetInfo
+from baldistill.core.params import Teacher
+from baldistill.core.rows import Row
+from baldistill.prompts import Prompts, load_prompts
+from baldistill.teacher.client import Request, TeacherClient
+from baldistill.teacher.usage import Usage
+
+NO_MISMATCHES = {"no_answer": 0, "wrong_answer": 0}
+
+
+def annotate(
+    rows: list[Row], stage: int, teacher: Teacher, max_input_chars: int, info: DatasetInfo, client: TeacherClient
+) -> tuple[list[Row], dict]:
+    """Give each row a teacher rationale; returns (rows, report).
+
+    Inputs are cut to `max_input_chars` (data.max_input_chars) in the prompt.
+    """
+    prompts = load_prompts(info.task)
+    requests = [annotation_request(prompts, teacher.max_tokens, max_input_chars, info, row) for row in rows]
+    responses, usage = client.run_batch(requests, desc=f"annotation s{stage}")
+    out: list[Row] = []
+    mismatches = dict(NO_MISMATCHES)
+    added = 0
+    for row, response in zip(rows, responses, strict=True):
+        rationale = response.content.strip()
+        problem = mismatch(rationale, row.label, info)
+        if problem:
+            mismatches[problem] += 1
+            if teacher.on_mismatch == "drop":
+                continue
+        if problem or not ANSWER_SENTENCE.search(rationale):
+            rationale = f"{rationale} {prompts.answer_format.format(label=row.label)}"
+            added += not problem
+        out.append(row.with_(rationale=rationale, source="pool", stage=stage))
+    return out, annotation_report(stage, len(rows), len(out), mismatches, teacher.on_mismatch, added, usage)
+
+
+def keep_gold_labels(rows: list[Row], stage: int) -> tuple[list[Row], dict]:
+    """The rows as they are, gold label only, no teacher call (a policy that does not annotate)."""
+    out = [row.with_(source="pool", stage=stage) for row in rows]
+    return out, annotation_report(stage, len(rows), len(out), dict(NO_MISMATCHES), None, 0, Usage())
+
+
+def annotation_report(
+    stage: int,
+    requested: int,
+    kept: int,
+    mismatches: dict[str, int],
+    on_mismatch: str | None,
+    added: int,
+    usage: Usage,
+) -> dict:
+    """The annotate step's report, one shape whether or not the teacher was asked
+    (`on_mismatch` is None when it was not)."""
+    return {
+        "stage": stage,
+        "requested": requested,
+        "kept": kept,
+        "mismatches": mismatches,
+        "mismatch_total": sum(mismatches.values()),
+        "on_mismatch": on_mismatch,
+        "answer_sentence_added": added,
+        "dropped": requested - kept,
+        "teacher": usage.as_dict(),
+    }
+
+
+def annotation_request(prompts: Prompts, max_tokens: int, max_input_chars: int, info: DatasetInfo, row: Row) -> Request:
+    """Greedy (temperature 0) zero-shot CoT with the gold label in the prompt."""
+    prompt = prompts.render(
+        "annotate",
+        dataset=info.name,
+        labels=info.labels_text,
+        domain=row.domain,
+        input=row.input[:max_input_chars],
+        label=row.label,
+    )
+    return Request.user(prompt, 0.0, max_tokens)
+
+
+def mismatch(rationale: str, gold: str, info: DatasetInfo) -> str | None:
+    """None if the rationale's final answer is the gold label, else why not."""
+    predicted = extract_answer(rationale, info.task, info.labels or None)
+    if predicted is None:
+        return "no_answer"
+    return None if answers_match(predicted, gold, info.task) else "wrong_answer"

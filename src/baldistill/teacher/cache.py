@@ -1,0 +1,185 @@
+"""Content-addressed, durable cache of teacher responses.
+
+Teacher calls are the scarce resource (they count against the budget B and
+may cost money), so every answer is committed to disk before the request
+counts as done: a step killed at any point loses no paid answer, and a re-run
+(or another experiment asking the same thing) gets it for free.
+
+Storage is one SQLite file in WAL mode with synchronous=FULL: each insert is
+its own fsynced transaction, readers never block the writer, and several
+processes (parallel `dvc exp` runs) can share one cache safely. The first
+answer stored for a key wins, so a sampled request replays identically.
+
+The key is the sha256 of the canonical JSON (sorted keys) of the request:
+model, messages, temperature, max_tokens, and the `sample` index for sampled
+(temperature > 0) requests only, since greedy requests are deterministic and
+should share one answer. The base URL and API key are never part of an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from baldistill.core.errors import BaldistillError
+from baldistill.core.files import read_jsonl, write_jsonl
+
+ENV_VAR = "BALDISTILL_TEACHER_CACHE"
+DB_NAME = "cache.sqlite"
+_BUSY_TIMEOUT = 60.0  # seconds to wait for another process's lock
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def key_material(model: str, messages: list[dict], temperature: float, max_tokens: int, sample: int | None) -> dict:
+    """What a request's answer depends on; `sample` only matters when sampling."""
+    material: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    if temperature > 0:
+        material["sample"] = sample
+    return material
+
+
+def request_key(material: dict) -> str:
+    return hashlib.sha256(canonical_json(material).encode("utf-8")).hexdigest()
+
+
+def default_dir() -> Path:
+    """$BALDISTILL_TEACHER_CACHE, else .baldistill/teacher-cache under the cwd (the DVC root)."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else Path.cwd() / ".baldistill" / "teacher-cache"
+
+
+class RequestCache:
+    """Key -> (request, response) store; safe across threads and processes."""
+
+    def __init__(self, directory: str | os.PathLike | None = None):
+        self.directory = Path(directory) if directory else default_dir()
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The database, opened at first use, so a step with nothing to ask creates no cache (hold the lock)."""
+        if self._db is None:
+            try:
+                self._db = self._open()
+            except (OSError, sqlite3.Error) as exc:
+                raise BaldistillError(f"{self.directory}: cannot open the teacher cache: {exc}") from None
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        # When two processes create the cache at once, switching it to WAL can fail with "database
+        # is locked" at once (SQLite's busy timeout does not cover it), so wait for the other one here.
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    db.close()
+                    raise
+                time.sleep(0.02)
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(_SCHEMA)
+        return db
+
+    @property
+    def path(self) -> Path:
+        return self.directory / DB_NAME
+
+    def __repr__(self) -> str:
+        return f"RequestCache({str(self.directory)!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> RequestCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, key: str) -> dict | None:
+        """The stored response for `key`, or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT response FROM entries WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, request: dict, response: dict) -> bool:
+        """Store durably (fsynced commit); returns False if the key was already there."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO entries (key, request, response, created) VALUES (?, ?, ?, ?)",
+                (key, canonical_json(request), canonical_json(response), time.time()),
+            )
+        return cursor.rowcount == 1
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return [k for (k,) in self._conn.execute("SELECT key FROM entries ORDER BY created")]
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def entries(self, keys: Iterable[str]) -> list[dict]:
+        """Stored entries for `keys` in that order (duplicates once, missing skipped)."""
+        out, seen = [], set()
+        with self._lock:
+            for key in keys:
+                if key in seen:
+                    continue
+                seen.add(key)
+                row = self._conn.execute("SELECT request, response FROM entries WHERE key = ?", (key,)).fetchone()
+                if row:
+                    out.append({"key": key, "request": json.loads(row[0]), "response": json.loads(row[1])})
+        return out
+
+    def export_jsonl(self, path: str | os.PathLike, keys: Iterable[str]) -> int:
+        """Write the entries a step used as JSONL (a DVC output); returns the count."""
+        return write_jsonl(path, self.entries(keys))
+
+    def import_jsonl(self, path: str | os.PathLike) -> int:
+        """Load entries exported elsewhere; each key is re-derived from its request
+        so a tampered or mismatched line cannot poison the cache. Returns how many were new."""
+
+        def check(obj: dict, where: str) -> dict:
+            for field in ("key", "request", "response"):
+                if field not in obj:
+                    raise BaldistillError(f"{where}: missing field '{field}'")
+            if request_key(obj["request"]) != obj["key"]:
+                raise BaldistillError(f"{where}: key does not match the sha256 of its request")
+            return obj
+
+        return sum(self.put(e["key"], e["request"], e["response"]) for e in read_jsonl(path, check))

@@ -1,0 +1,191 @@
+"""TeacherClient: the one way the pipeline asks the teacher.
+
+`run_batch(requests, desc) -> (responses, usage)` answers a batch in order.
+The batch's distinct requests are reserved against the budget first (all or
+nothing, before anything is sent: budget.py); cache hits return at once;
+misses go to the teacher `concurrency` at a time (transport.py), and each
+answer is stored durably in the cache before it counts as done, so a killed
+step loses no paid answer and a re-run resumes. `usage` is what this batch
+did (usage.py).
+
+The endpoint is reached only at the first cache miss (`connect`), so a run
+answered wholly from the cache starts no server and needs no key. Stage
+scripts open a client with `baldistill.teacher.endpoint.open_client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from baldistill.teacher.budget import CallBudget
+from baldistill.teacher.cache import RequestCache, key_material, request_key
+from baldistill.teacher.transport import RetryPolicy, Transport
+from baldistill.teacher.usage import Usage
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat completion; `sample` tells apart repeated draws of a sampled prompt."""
+
+    messages: tuple[dict, ...]
+    temperature: float
+    max_tokens: int
+    sample: int | None = None
+
+    @classmethod
+    def user(cls, prompt: str, temperature: float, max_tokens: int, sample: int | None = None) -> Request:
+        return cls(({"role": "user", "content": prompt},), temperature, max_tokens, sample)
+
+    def material(self, model: str) -> dict:
+        """What the answer depends on: the cache key's input, stored beside the answer."""
+        return key_material(model, list(self.messages), self.temperature, self.max_tokens, self.sample)
+
+    def body(self, model: str) -> dict:
+        """The chat-completion request body sent on the wire."""
+        # A sampled request carries its sample index as the seed: servers that honour
+        # `seed` (OpenAI, vLLM, llama.cpp) then make synthesis reproducible, and
+        # repeated draws of one prompt stay distinct requests on the wire too.
+        seed = {} if self.sample is None else {"seed": self.sample}
+        return {
+            "model": model,
+            "messages": list(self.messages),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            **seed,
+        }
+
+
+@dataclass(frozen=True)
+class Response:
+    key: str
+    content: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+
+    @classmethod
+    def of(cls, key: str, answer: dict, *, cached: bool) -> Response:
+        return cls(
+            key=key,
+            content=answer["content"],
+            finish_reason=answer.get("finish_reason"),
+            prompt_tokens=int(answer.get("prompt_tokens", 0)),
+            completion_tokens=int(answer.get("completion_tokens", 0)),
+            cached=cached,
+        )
+
+
+class TeacherClient:
+    """Budgeted, retrying, caching client; `connect()` returns (base_url, api_key)
+    and is called once, at the first cache miss."""
+
+    def __init__(
+        self,
+        *,
+        connect: Callable[[], tuple[str, str]],
+        model: str,
+        cache: RequestCache,
+        budget: int,
+        concurrency: int = 1,
+        timeout: float = 120.0,
+        max_retries: int = 6,
+        price: tuple[float, float] = (0.0, 0.0),
+        api_key_env: str = "OPENAI_API_KEY",
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ):
+        self.model, self.cache, self.budget = model, cache, CallBudget(budget)
+        self.concurrency, self.timeout, self.price, self.api_key_env = concurrency, timeout, price, api_key_env
+        self.retry = RetryPolicy(max_retries, backoff, max_backoff)
+        self._connect = connect
+        self.base_url: str | None = None  # None until the first cache miss reached the endpoint
+        self._api_key: str | None = None
+
+    def __repr__(self) -> str:
+        return f"TeacherClient(base_url={self.base_url!r}, model={self.model!r}, budget={self.budget.limit})"
+
+    def key(self, request: Request) -> str:
+        return request_key(request.material(self.model))
+
+    def run_batch(self, requests: Sequence[Request], desc: str = "teacher") -> tuple[list[Response], Usage]:
+        """Answer `requests` in order, with a progress bar; returns (responses, this batch's usage).
+
+        Raises BaldistillError if the batch would exceed the budget (nothing is
+        sent) or at the first request that fails for good (the rest is
+        cancelled; answers already stored stay stored, so a re-run resumes).
+        """
+        keys = [self.key(request) for request in requests]
+        usage = Usage(input_per_1m=self.price[0], output_per_1m=self.price[1])
+        usage.calls_budgeted = self.budget.reserve(keys)
+        unique = dict(zip(keys, requests, strict=True))
+        if not unique:
+            return [], usage
+        with tqdm(total=len(unique), desc=desc, unit="call") as bar:
+            done = self._from_cache(unique, usage)
+            bar.update(len(done))
+            missing = {key: request for key, request in unique.items() if key not in done}
+            if missing:
+                asyncio.run(self._fetch_all(missing, self._endpoint(), done, usage, bar))
+        return [done[key] for key in keys], usage
+
+    def export_used(self, path: str | os.PathLike) -> int:
+        """Write every cache entry this client used, in first-use order, as JSONL (a DVC output)."""
+        return self.cache.export_jsonl(path, self.budget.used_keys)
+
+    def _from_cache(self, unique: dict[str, Request], usage: Usage) -> dict[str, Response]:
+        done = {}
+        for key in unique:
+            hit = self.cache.get(key)
+            if hit is not None:
+                done[key] = Response.of(key, hit, cached=True)
+                usage.cached += 1
+        return done
+
+    def _endpoint(self) -> tuple[str, str]:
+        """(base_url, api_key), reaching the endpoint on the first call."""
+        if self.base_url is None:
+            self.base_url, self._api_key = self._connect()
+        return self.base_url, self._api_key
+
+    async def _fetch_all(
+        self, missing: dict[str, Request], endpoint: tuple[str, str], done: dict[str, Response], usage: Usage, bar: tqdm
+    ) -> None:
+        base_url, api_key = endpoint
+        transport = Transport(
+            base_url,
+            api_key,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            retry=self.retry,
+            api_key_env=self.api_key_env,
+        )
+        async with transport:
+            tasks = [
+                asyncio.ensure_future(self._fetch(transport, key, request, usage)) for key, request in missing.items()
+            ]
+            try:
+                for finished in asyncio.as_completed(tasks):
+                    response = await finished
+                    done[response.key] = response
+                    bar.update(1)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+
+    async def _fetch(self, transport: Transport, key: str, request: Request, usage: Usage) -> Response:
+        answer = await transport.ask(request.body(self.model), usage)
+        # The fsynced write runs in a worker thread so it does not stall the event
+        # loop (and every other call in flight); the call still counts as done only
+        # once its answer is on disk, and a cancelled wait does not cancel the write.
+        if not await asyncio.to_thread(self.cache.put, key, request.material(self.model), answer):
+            answer = self.cache.get(key) or answer  # another process stored one first: it wins
+        usage.paid(answer)
+        return Response.of(key, answer, cached=False)

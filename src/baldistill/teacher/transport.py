@@ -1,0 +1,171 @@
+"""The wire: HTTP attempts through the `openai` SDK and the retry loop around them.
+
+Why not the SDK's own retries: we must retry failures the SDK treats as
+success (malformed JSON, empty content), honour Retry-After dates, and count
+every attempt, so the SDK runs with max_retries=0 and this module owns the
+loop. 408, 409, 429, 5xx, connection errors and timeouts are retried with
+exponential backoff and jitter (or after the server's Retry-After, capped);
+400, 401, 403 and 404 fail at once with one line saying what to check.
+
+The API key lives only inside the SDK client and is scrubbed from every error
+message, even when a server echoes it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from dataclasses import dataclass
+
+import openai
+
+from baldistill.core.errors import BaldistillError
+from baldistill.teacher.usage import Usage
+
+FATAL_HINTS = {
+    400: "the server rejected the request; check teacher.model and teacher.max_tokens",
+    401: "check the API key in ${env}",
+    403: "the API key in ${env} is not allowed to use this model",
+    404: "check teacher.base_url and teacher.model",
+}
+MAX_RETRY_AFTER = 300.0
+
+
+class Transient(Exception):
+    """A failure worth retrying; `retry_after` is the server's wish in seconds."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a request is tried again, and how long to wait in between."""
+
+    max_retries: int = 6
+    backoff: float = 0.5  # the first delay in seconds; it doubles per attempt, jittered
+    max_backoff: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Retry-After if the server gave one (capped), else exponential backoff with jitter."""
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER)
+        ceiling = min(self.max_backoff, self.backoff * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class Transport:
+    """One SDK client for one batch: at most `concurrency` requests in flight,
+    each attempt cut off after `timeout` seconds. Use as `async with`."""
+
+    def __init__(
+        self, base_url: str, api_key: str, *, concurrency: int, timeout: float, retry: RetryPolicy, api_key_env: str
+    ):
+        self.base_url, self.timeout, self.retry, self.api_key_env = base_url, timeout, retry, api_key_env
+        self._api_key = api_key  # only to scrub it from error messages
+        self._sdk = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def __repr__(self) -> str:
+        return f"Transport(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._sdk.close()
+
+    async def ask(self, body: dict, usage: Usage) -> dict:
+        """The answer fields of the chat completion `body` asks for, retrying
+        transient failures; attempts and retries are counted in `usage`.
+        Raises BaldistillError (one line) when the request is refused or retries run out."""
+        last = "no attempt"
+        for attempt in range(self.retry.max_retries + 1):
+            if attempt:
+                usage.retries += 1
+            try:
+                async with self._slots:
+                    usage.http_attempts += 1
+                    text = await asyncio.wait_for(self._post(body), self.timeout)
+                return parse_answer(text)
+            except (Transient, asyncio.TimeoutError) as exc:
+                transient = isinstance(exc, Transient)
+                last = str(exc) if transient else f"no answer within teacher.timeout={self.timeout:g}s"
+                if attempt < self.retry.max_retries:
+                    await asyncio.sleep(self.retry.delay(attempt, exc.retry_after if transient else None))
+        raise BaldistillError(
+            f"teacher request failed after {self.retry.max_retries + 1} attempt(s) at {self.base_url}: "
+            f"{scrub(last, self._api_key)}"
+        )
+
+    async def _post(self, body: dict) -> str:
+        """One HTTP attempt; returns the raw body, or raises Transient / BaldistillError."""
+        try:
+            raw = await self._sdk.chat.completions.with_raw_response.create(**body)
+            return raw.text
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            if status in (408, 409, 429) or status >= 500:
+                retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
+                raise Transient(f"HTTP {status}", retry_after) from None
+            raise BaldistillError(self._fatal_message(status, exc)) from None
+        except openai.APIConnectionError as exc:  # includes the SDK's own timeout
+            raise Transient(f"connection error ({type(exc).__name__}: {exc})") from None
+
+    def _fatal_message(self, status: int, exc: openai.APIStatusError) -> str:
+        hint = FATAL_HINTS.get(status, "the server refused the request").replace("${env}", f"${self.api_key_env}")
+        detail = " ".join(_server_message(exc).split())[:200]
+        message = f"teacher refused the request: HTTP {status} from {self.base_url}: {detail} ({hint})"
+        return scrub(message, self._api_key)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """`text` on one line, with `secret` (the API key) masked."""
+    text = " ".join(str(text).split())
+    return text.replace(secret, "***") if secret else text
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        return str(error.get("message", error) if isinstance(error, dict) else error)
+    return str(body or exc.message)
+
+
+def parse_answer(text: str) -> dict:
+    """The answer fields of a chat-completion body; malformed or empty content is transient."""
+    try:
+        obj = json.loads(text)
+        choice = obj["choices"][0]
+        content = choice["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise Transient("malformed JSON in the response") from None
+    if not isinstance(content, str) or not content.strip():
+        raise Transient("empty content in the response")
+    usage = obj.get("usage") or {}
+    return {
+        "content": content,
+        "finish_reason": choice.get("finish_reason"),
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
+    }
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date (RFC 9110); None if absent/invalid."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,64 @@
+"""What teacher calls cost: one batch's usage counters, and the run's ledger.
+
+Usage is what one `TeacherClient.run_batch` did (every step report carries
+it as `teacher`). The ledger is the run's bill so far: calls budgeted (what
+the algorithm used, the paper's B) and calls paid (cache misses), summed
+over stages 0..k. Each stage adds its synthesize and annotate usage to the
+previous stage's ledger, so the last stage's ledger is the whole run's bill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+LEDGER_FIELDS = ("calls_budgeted", "calls_paid", "prompt_tokens", "completion_tokens", "estimated_cost_usd")
+
+
+@dataclass
+class Usage:
+    """Teacher calls of one batch; `estimated_cost_usd` uses teacher.price.
+
+    calls_budgeted: distinct requests new to the budget (cache hits included);
+    calls_paid: answers fetched from the teacher; cached: answers the cache
+    had; http_attempts and retries: what the paid answers took on the wire.
+    """
+
+    calls_budgeted: int = 0
+    calls_paid: int = 0
+    cached: int = 0
+    http_attempts: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    input_per_1m: float = 0.0
+    output_per_1m: float = 0.0
+
+    @property
+    def estimated_cost_usd(self) -> float:
+        return (self.prompt_tokens * self.input_per_1m + self.completion_tokens * self.output_per_1m) / 1e6
+
+    def paid(self, answer: dict) -> None:
+        """Count one answer fetched from the teacher."""
+        self.calls_paid += 1
+        self.prompt_tokens += answer["prompt_tokens"]
+        self.completion_tokens += answer["completion_tokens"]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        price = {"input_per_1m": data.pop("input_per_1m"), "output_per_1m": data.pop("output_per_1m")}
+        return {**data, "estimated_cost_usd": round(self.estimated_cost_usd, 6), "price": price}
+
+
+def empty_ledger() -> dict:
+    return dict.fromkeys(LEDGER_FIELDS, 0)
+
+
+def add_usage(ledger: dict, *usages: dict) -> dict:
+    """`ledger` plus the teacher usage dicts (`Usage.as_dict()`) of this stage's steps."""
+    total = {name: ledger.get(name, 0) for name in LEDGER_FIELDS}
+    for usage in usages:
+        for name in LEDGER_FIELDS:
+            total[name] += usage.get(name, 0)
+    total["estimated_cost_usd"] = round(total["estimated_cost_usd"], 6)
+    return total

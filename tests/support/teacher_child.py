@@ -1,0 +1,30 @@
+"""A miniature annotate stage, run as a subprocess by the kill -9 and exit-code tests.
+
+usage: python teacher_child.py BASE_URL WORKDIR
+Reads WORKDIR/rows.jsonl, writes WORKDIR/out.jsonl; BaldistillError -> one line, exit 2.
+"""
+
+import sys
+
+from teacher_helpers import INFO, make_params
+
+from baldistill.core.errors import BaldistillError
+from baldistill.core.rows import read_rows, write_rows
+from baldistill.teacher.annotation import annotate
+from baldistill.teacher.endpoint import open_client
+
+
+def main(base_url: str, workdir: str) -> None:
+    rows = read_rows(f"{workdir}/rows.jsonl")
+    params = make_params(base_url, concurrency=2, max_retries=1)
+    with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+        out, _ = annotate(rows, 0, params.teacher, params.data.max_input_chars, INFO, client)
+    write_rows(f"{workdir}/out.jsonl", out)
+
+
+if __name__ == "__main__":
+    try:
+        main(*sys.argv[1:3])
+    except BaldistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,43 @@
+"""Train a tiny student for a few steps; run by tests/test_training.py under
+`accelerate launch --cpu --num_processes 2` to prove `train` works multi-process."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from accelerate import PartialState
+
+from baldistill.core.params import Params
+from baldistill.core.rows import Row
+from baldistill.student.training import train
+
+
+def main(model_dir: str, out_dir: str, log_path: str, summary_path: str) -> None:
+    params = Params.model_validate(
+        {
+            "budget": {"total": 8},
+            "stages": {"s0": "start"},
+            "student": {"model": model_dir, "max_input_tokens": 24, "max_rationale_tokens": 16},
+            "train": {"lr": 1e-2, "batch_size": 4, "micro_batch_size": 1, "epochs": 2, "seed": 0},
+        }
+    )
+    labels = ["earn", "acq", "gold", "crude"]
+    rows = [
+        Row(
+            id=str(i),
+            domain=d,
+            input=f"news {i}: {d} moved today",
+            label=d,
+            rationale=f"It is about {d}. The answer is {d}.",
+        )
+        for i, d in enumerate(labels)
+    ]
+    summary = train(rows, params.train, params.student, "classification", out_dir, log_path)
+    if PartialState().is_main_process:
+        with open(summary_path, "w", encoding="utf-8") as handle:
+            json.dump(summary, handle)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
