@@ -50,5 +50,5 @@ def test_mean_per_domain_averages_what_each_run_has():
     one = {"a": {"score": 1.0, "pool_rows": 9, "n": 2}, "b": {"score": 0.0, "pool_rows": 3, "n": 2}}
     two = {"a": {"score": 0.5, "pool_rows": 9, "n": 2}}
     merged = mean_per_domain([one, two])
-    assert merged["a"] == {"score": 0.75, "pool_rows": 9, "n": 4}
-    assert merged["b"] == {"score": 0.0, "pool_rows": 3, "n": 2}
+    assert merged["a"] == {"score": 0.75, "spread": statistics.stdev([1.0, 0.5]), "pool_rows": 9, "n": 4}
+    assert merged["b"] == {"score": 0.0, "spread": 0.0, "pool_rows": 3, "n": 2}

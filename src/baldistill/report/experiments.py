@@ -5,13 +5,17 @@ its per-domain CSV through `dvc.api.read` (so experiments that are not checked
 out, and the workspace, compare alike), then writes a markdown table and the
 per-domain chart, head to tail, one series per experiment (the paper's Figure 2).
 Several experiments of one policy (seeds) are also summarised as mean and
-spread, and then the chart has one series per policy: its mean per domain.
+spread, and then the chart has one series per policy: its mean per domain with
+its spread. Each policy is compared with a baseline (default Random
+Finetune-CoT) by paired bootstrap intervals over the shared test rows
+(report.comparison).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import statistics
 from collections import defaultdict
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import atomic_open
+from baldistill.report.comparison import compare, comparison_markdown
 from baldistill.report.plots import comparison_chart
 
 SCORES = ("macro", "micro", "head", "tail")
@@ -66,9 +71,7 @@ def summarize(row: dict, stage: str) -> dict:
 
 
 def per_domain(rev: str, stage: str, repo: str | None) -> dict[str, dict]:
-    import dvc.api
-
-    text = dvc.api.read(f"metrics/{stage}/per_domain.csv", repo=repo, rev=None if rev == "workspace" else rev)
+    text = read_output(f"metrics/{stage}/per_domain.csv", rev, repo)
     return {
         r["domain"]: {"score": float(r["score"]), "pool_rows": int(r["pool_rows"]), "n": int(r["n"])}
         for r in csv.DictReader(io.StringIO(text))
@@ -141,13 +144,16 @@ def aggregate_markdown(groups: list[dict]) -> str:
 
 
 def mean_per_domain(runs: list[dict[str, dict]]) -> dict[str, dict]:
-    """The mean score of each domain over several runs' per-domain tables."""
+    """The mean score of each domain over several runs' per-domain tables, and
+    its spread (sample standard deviation; 0 for one run)."""
     domains = {d for run in runs for d in run}
     out = {}
     for domain in domains:
         present = [run[domain] for run in runs if domain in run]
+        scores = [v["score"] for v in present]
         out[domain] = {
-            "score": statistics.fmean(v["score"] for v in present),
+            "score": statistics.fmean(scores),
+            "spread": statistics.stdev(scores) if len(scores) > 1 else 0.0,
             "pool_rows": max(v["pool_rows"] for v in present),
             "n": sum(v["n"] for v in present),
         }
@@ -163,7 +169,53 @@ def experiment_baselines(repo: str | None) -> list[str]:
         return ["HEAD", *dvc_repo.experiments.ls(all_commits=True)]
 
 
-def write_report(wanted: list[str], out_dir: str | Path, head_threshold: int | None, repo: str | None = None) -> dict:
+def read_output(path: str, rev: str, repo: str | None) -> str:
+    """A DVC-tracked file as it was in experiment/revision `rev` ("workspace" = now)."""
+    import dvc.api
+
+    return dvc.api.read(path, repo=repo, rev=None if rev == "workspace" else rev)
+
+
+def intervals_section(
+    rows: list[dict], summaries: list[dict], baseline: str, head_threshold: int, repo: str | None, n_boot: int
+) -> str:
+    """The paired-bootstrap comparison of every policy with `baseline`, or a line saying why there is none."""
+    runs = by_policy(
+        summaries,
+        [
+            [
+                json.loads(line)
+                for line in read_output(f"metrics/{s['stage']}/predictions.jsonl", r["rev"], repo).splitlines()
+            ]
+            for r, s in zip(rows, summaries)
+        ],
+    )
+    if baseline not in runs:
+        return f"\nNo {baseline} run among these experiments, so no intervals (choose one with --baseline).\n"
+    if len(runs) < 2:
+        return f"\nOnly {baseline} runs here: nothing to compare it with.\n"
+    info = json.loads(read_output("data/prepared/info.json", rows[0]["rev"], repo))
+    counts = json.loads(read_output("data/prepared/counts.json", rows[0]["rev"], repo))
+    records = compare(
+        runs,
+        baseline,
+        task=info["task"],
+        labels=info.get("labels") or [],
+        pool_counts=counts,
+        head_threshold=head_threshold,
+        n_boot=n_boot,
+    )
+    return "\n" + comparison_markdown(records, baseline, len(runs[baseline]), len(runs[baseline][0]))
+
+
+def write_report(
+    wanted: list[str],
+    out_dir: str | Path,
+    head_threshold: int,
+    repo: str | None = None,
+    baseline: str = "random",
+    n_boot: int = 1000,
+) -> dict:
     """Write report.md and per_domain.png under `out_dir`; returns the paths and rows."""
     import dvc.api
 
@@ -184,7 +236,8 @@ def write_report(wanted: list[str], out_dir: str | Path, head_threshold: int | N
             f"{policy} (mean of {len(runs)})": mean_per_domain(runs)
             for policy, runs in by_policy(summaries, tables).items()
         }
-        title += ", mean over each policy's runs"
+        title += ", mean ± sd over each policy's runs"
+    text += intervals_section(rows, summaries, baseline, head_threshold, repo, n_boot)
     out = Path(out_dir)
     with atomic_open(out / "report.md") as handle:
         handle.write(text)

@@ -90,7 +90,8 @@ def comparison_chart(
 ) -> None:
     """One line per policy over the domains, head to tail (the paper's Figure 2).
 
-    `series` maps a policy name to its metrics' per_domain dict. Domains are
+    `series` maps a policy name to its metrics' per_domain dict; where a
+    domain's entry has a "spread" (sd over runs), mean ± sd is shaded. Domains are
     ordered by the largest pool count any series reports; a domain a series
     lacks is a gap in its line.
     """
@@ -104,7 +105,12 @@ def comparison_chart(
     ax = figure.add_subplot()
     for policy, per_domain in series.items():
         ys = [100 * per_domain[r["domain"]]["score"] if r["domain"] in per_domain else float("nan") for r in table]
-        ax.plot(range(len(table)), ys, marker="o", markersize=3, label=policy)
+        (line,) = ax.plot(range(len(table)), ys, marker="o", markersize=3, label=policy)
+        spread = [100 * per_domain.get(r["domain"], {}).get("spread", float("nan")) for r in table]
+        if any(s > 0 for s in spread):  # several runs: shade mean ± sd
+            low = [y - s for y, s in zip(ys, spread)]
+            high = [y + s for y, s in zip(ys, spread)]
+            ax.fill_between(range(len(table)), low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     if head_threshold is not None:
         _mark_split(ax, table)
     _domain_axis(ax, table)

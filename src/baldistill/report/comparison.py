@@ -1,0 +1,110 @@
+"""Each policy against a baseline, with paired bootstrap 95% intervals.
+
+Every experiment scores the same fixed test rows, so the runs are aligned row
+by row and the bootstrap (core.bootstrap) resamples rows jointly for both
+sides; several runs of a policy (seeds) are pooled by resampling them too. A
+difference is called significant only when its interval excludes 0, and the
+report says as plainly which differences are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from baldistill.core.bootstrap import KEYS, Interval, paired_bootstrap
+from baldistill.core.errors import BaldistillError
+
+Predictions = Sequence[Mapping]  # one run's predictions.jsonl rows: {"id", "domain", "gold", "pred", ...}
+
+
+def align(runs_by_policy: Mapping[str, Sequence[Predictions]]) -> tuple[list[str], list[str], dict[str, list[list]]]:
+    """(golds, domains, {policy: [preds of each run]}) in one row order.
+
+    Pairing needs every run to score the same test rows; a run that scored
+    other rows (another test set, an older test draw) is refused by name.
+    """
+    first_policy, first_runs = next(iter(runs_by_policy.items()))
+    reference = {row["id"]: row for row in first_runs[0]}
+    ids = sorted(reference)
+    preds: dict[str, list[list]] = {}
+    for policy, runs in runs_by_policy.items():
+        preds[policy] = []
+        for index, run in enumerate(runs, start=1):
+            by_id = {row["id"]: row for row in run}
+            if set(by_id) != set(reference):
+                raise BaldistillError(
+                    f"run {index} of policy {policy!r} scored other test rows than {first_policy!r} "
+                    f"({len(set(by_id) ^ set(reference))} rows differ); paired intervals need one fixed test set"
+                )
+            preds[policy].append([by_id[i]["pred"] for i in ids])
+    return [reference[i]["gold"] for i in ids], [reference[i]["domain"] for i in ids], preds
+
+
+def compare(
+    runs_by_policy: Mapping[str, Sequence[Predictions]],
+    baseline: str,
+    *,
+    task: str,
+    labels: Sequence[str],
+    pool_counts: dict[str, int],
+    head_threshold: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[dict]:
+    """One record per policy other than `baseline`: {"policy", "runs", key: Interval}."""
+    if baseline not in runs_by_policy:
+        raise BaldistillError(f"baseline policy {baseline!r} is not among the experiments compared")
+    golds, domains, preds = align(runs_by_policy)
+    out = []
+    for policy, runs in preds.items():
+        if policy == baseline:
+            continue
+        intervals = paired_bootstrap(
+            runs,
+            preds[baseline],
+            golds,
+            domains,
+            task=task,
+            labels=labels,
+            pool_counts=pool_counts,
+            head_threshold=head_threshold,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        out.append({"policy": policy, "runs": len(runs), **intervals})
+    return out
+
+
+def _cell(interval: Interval) -> str:
+    if interval.estimate is None:
+        return "n/a"
+    if interval.low is None or interval.high is None:
+        return f"{100 * interval.estimate:+.1f} [n/a]"
+    mark = " *" if interval.excludes_zero else ""
+    return f"{100 * interval.estimate:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]{mark}"
+
+
+def comparison_markdown(records: Sequence[dict], baseline: str, baseline_runs: int, n_test: int) -> str:
+    """The table of differences and one plain sentence per policy on what is significant."""
+    lines = [
+        f"Against {baseline} ({baseline_runs} run{'s' * (baseline_runs != 1)}), on the same {n_test} test rows: "
+        "difference in points, paired bootstrap 95% interval; * = the interval excludes 0.",
+        "",
+        "| policy | runs | " + " | ".join(f"Δ {key}" for key in KEYS) + " |",
+        "|---|---|" + "---|" * len(KEYS),
+    ]
+    for record in records:
+        lines.append(f"| {record['policy']} | {record['runs']} | " + " | ".join(_cell(record[k]) for k in KEYS) + " |")
+    lines.append("")
+    for record in records:
+        better = [k for k in KEYS if record[k].excludes_zero and record[k].estimate > 0]
+        worse = [k for k in KEYS if record[k].excludes_zero and record[k].estimate < 0]
+        if not better and not worse:
+            lines.append(f"- {record['policy']}: no difference from {baseline} is significant.")
+            continue
+        parts = [f"better on {', '.join(better)}"] if better else []
+        parts += [f"worse on {', '.join(worse)}"] if worse else []
+        rest = [k for k in KEYS if k not in better + worse]
+        tail = f"; {', '.join(rest)}: not significant" if rest else ""
+        lines.append(f"- {record['policy']}: significantly {' and '.join(parts)} than {baseline}{tail}.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,77 @@
+"""Policies against a baseline with paired intervals (pure: predictions in, table out)."""
+
+import pytest
+
+from baldistill.core.errors import BaldistillError
+from baldistill.report.comparison import align, compare, comparison_markdown
+
+LABELS = ["earn", "acq", "grain", "tea"]
+COUNTS = {"earn": 900, "acq": 400, "grain": 60, "tea": 3}
+GOLDS = ["earn", "acq", "grain", "tea"] * 10
+
+
+def run(preds, ids=None):
+    ids = ids or [f"t{i}" for i in range(len(GOLDS))]
+    return [{"id": i, "domain": g, "gold": g, "pred": p} for i, g, p in zip(ids, GOLDS, preds)]
+
+
+def wrong(gold):
+    return "earn" if gold != "earn" else "acq"
+
+
+def test_rows_are_paired_by_id_whatever_their_order():
+    base = run(GOLDS)
+    shuffled = list(reversed(run([wrong(g) for g in GOLDS])))
+    golds, domains, preds = align({"random": [base], "naive": [shuffled]})
+    assert golds == domains
+    assert preds["random"][0] == golds
+    assert all(p != g for p, g in zip(preds["naive"][0], golds))
+
+
+def test_a_run_on_other_test_rows_is_refused():
+    other = run(GOLDS, ids=[f"x{i}" for i in range(len(GOLDS))])
+    with pytest.raises(BaldistillError, match="run 1 of policy 'naive' scored other test rows"):
+        align({"random": [run(GOLDS)], "naive": [other]})
+
+
+def compared(policy_preds, baseline_preds, **kwargs):
+    return compare(
+        {"random": [run(p) for p in baseline_preds], "naive": [run(p) for p in policy_preds]},
+        "random",
+        task="classification",
+        labels=LABELS,
+        pool_counts=COUNTS,
+        head_threshold=50,
+        n_boot=200,
+        **kwargs,
+    )
+
+
+def test_a_clearly_better_policy_is_called_significant():
+    [record] = compared([GOLDS], [[wrong(g) for g in GOLDS]])
+    assert record["policy"] == "naive" and record["runs"] == 1
+    assert record["macro"].excludes_zero and record["macro"].estimate > 0.5
+    text = comparison_markdown([record], "random", 1, len(GOLDS))
+    assert "significantly better on macro, micro, head, tail than random" in text
+    assert "] *" in text
+
+
+def test_equal_policies_are_reported_as_not_significant():
+    preds = [g if i % 3 else wrong(g) for i, g in enumerate(GOLDS)]
+    [record] = compared([preds, preds], [preds])
+    assert record["macro"].estimate == 0 and not record["macro"].excludes_zero
+    text = comparison_markdown([record], "random", 1, len(GOLDS))
+    assert "- naive: no difference from random is significant." in text
+    assert "] *" not in text
+
+
+def test_missing_baseline_is_one_clear_error():
+    with pytest.raises(BaldistillError, match="baseline policy 'zeroshot' is not among"):
+        compare(
+            {"random": [run(GOLDS)]},
+            "zeroshot",
+            task="classification",
+            labels=LABELS,
+            pool_counts=COUNTS,
+            head_threshold=50,
+        )
