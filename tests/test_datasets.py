@@ -27,8 +27,16 @@ def test_test_cap_per_domain_is_seeded():
     assert per_domain == {d: min(2, n) for d, n in full.items()}
     again = datasets.prepare(Data(dataset="r52", test_per_domain=2))[1]
     assert [r.id for r in test] == [r.id for r in again]
-    other = datasets.prepare(Data(dataset="r52", test_per_domain=2, seed=1))[1]
+    other = datasets.prepare(Data(dataset="r52", test_per_domain=2, test_seed=1))[1]
     assert [r.id for r in test] != [r.id for r in other]
+
+
+def test_the_test_rows_depend_on_test_seed_alone():
+    """One fixed test set: the pool seed moves the pool, never the test rows."""
+    base = datasets.prepare(Data(dataset="math", test_per_domain=3))
+    pool_seed = datasets.prepare(Data(dataset="math", test_per_domain=3, seed=7))
+    assert [r.id for r in pool_seed[1]] == [r.id for r in base[1]]
+    assert [r.id for r in pool_seed[0]] != [r.id for r in base[0]]
 
 
 def test_math_split_and_zipf_downsampling():

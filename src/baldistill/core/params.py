@@ -44,7 +44,11 @@ class JsonlData(_Section):
 
 class Data(_Section):
     dataset: Literal["r52", "math", "mcqa", "jsonl"] = "r52"
+    # Draws the pool (Zipf down-sampling, the math/mcqa train split's pool rows).
     seed: int = 0
+    # Draws the test rows, and only them: every experiment, whatever its other seeds,
+    # scores the same rows, so policies are compared row by row (paired).
+    test_seed: int = 0
     # Caps test rows per domain so CPU evaluation stays affordable; null = full test set.
     test_per_domain: int | None = Field(default=2, ge=1)
     # Evaluation reports head vs tail: a domain with more pool rows than this is head.

@@ -245,7 +245,7 @@ def load(data: Data) -> Loaded:
     else:
         rows, name, task = load_math() if data.dataset == "math" else load_mcqa()
         order = list(MATH_SUBJECTS.values()) if data.dataset == "math" else list(MCQA_SOURCES)
-        train, test = split_rows(rows, data.test_fraction, data.seed)
+        train, test = split_rows(rows, data.test_fraction, data.test_seed)
         alpha = data.zipf_alpha or DEFAULT_ZIPF[data.dataset]
         loaded = Loaded(zipf_downsample(train, alpha, data.seed, order), test, name, task)
     if data.zipf_alpha and data.dataset in ("r52", "jsonl"):
@@ -258,7 +258,7 @@ def prepare(data: Data) -> tuple[list[Row], list[Row], dict]:
     loaded = load(data)
     pool_domains = set(domain_counts(loaded.train))
     test = [r for r in loaded.test if r.domain in pool_domains]
-    test = cap_per_domain(test, data.test_per_domain, data.seed)
+    test = cap_per_domain(test, data.test_per_domain, data.test_seed)
     pool = [r.with_(input=truncate_input(r.input, data.max_input_chars)) for r in loaded.train]
     test = [r.with_(input=truncate_input(r.input, data.max_input_chars)) for r in test]
     labels = (

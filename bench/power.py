@@ -1,0 +1,78 @@
+"""How many test rows per domain a comparison needs: the power to detect a
+5-point macro-F1 difference between two policies on R52's real test set.
+
+    python bench/power.py [--delta 0.05] [--accuracy 0.5] [--shared 0.5] [--sims 200]
+
+Model: every test row is answered correctly by the baseline with probability
+`accuracy` and by the policy with `accuracy + delta`; a wrong answer is a
+uniformly random other label. The two policies' draws share one uniform number
+on a `shared` fraction of rows (hard rows are hard for both: the pairing) and
+are independent on the rest. For each cap m (test rows per domain, as
+`data.test_per_domain` draws them from R52's test split) the script simulates
+`sims` test sets, scores both sides with metrics.score (macro-F1 as evaluation
+computes it), and reports the standard error of the paired difference and the
+power of a two-sided 95% test, Phi(delta_hat / se - 1.96).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+
+from baldistill.core.metrics import score
+from baldistill.core.params import Data
+from baldistill.core.rows import domain_counts
+from baldistill.data.datasets import cap_per_domain, load
+
+
+def simulate(golds, labels, accuracy, delta, shared, rng):
+    """(baseline answers, policy answers) for one simulated test set."""
+
+    def answer(gold, u, p):
+        return gold if u < p else rng.choice([label for label in labels if label != gold])
+
+    base, policy = [], []
+    for gold in golds:
+        u = rng.random()
+        v = u if rng.random() < shared else rng.random()  # the shared part makes the pair correlated
+        base.append(answer(gold, u, accuracy))
+        policy.append(answer(gold, v, accuracy + delta))
+    return base, policy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--delta", type=float, default=0.05)
+    parser.add_argument("--accuracy", type=float, default=0.5)
+    parser.add_argument("--shared", type=float, default=0.5)
+    parser.add_argument("--sims", type=int, default=200)
+    parser.add_argument("--caps", default="2,5,10,15,20,30")
+    args = parser.parse_args()
+    loaded = load(Data(dataset="r52"))
+    pool = domain_counts(loaded.train)
+    labels = sorted(pool)
+    test = [r for r in loaded.test if r.domain in pool]
+    print(
+        f"R52: {len(test)} test rows in {len(domain_counts(test))} domains; delta {args.delta}, "
+        f"baseline accuracy {args.accuracy}, shared {args.shared}, {args.sims} simulations"
+    )
+    print("| rows per domain (cap) | test rows | se of the macro-F1 difference | power |")
+    print("|---|---|---|---|")
+    for cap in (int(c) for c in args.caps.split(",")):
+        rows = cap_per_domain(test, cap, 0)
+        golds, domains = [r.label for r in rows], [r.domain for r in rows]
+        rng = random.Random(cap)
+        diffs = []
+        for _ in range(args.sims):
+            base, policy = simulate(golds, labels, args.accuracy, args.delta, args.shared, rng)
+            scored = [score("classification", golds, p, domains, labels, pool, 50)["macro"] for p in (base, policy)]
+            diffs.append(scored[1] - scored[0])
+        se, mean = statistics.stdev(diffs), statistics.fmean(diffs)
+        power = 0.5 * (1 + math.erf((abs(mean) / se - 1.96) / math.sqrt(2)))
+        print(f"| {cap} | {len(rows)} | {100 * se:.2f} points (mean difference {100 * mean:.2f}) | {power:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
