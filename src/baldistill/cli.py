@@ -44,9 +44,10 @@ def plan(params_path, counts_path, budget, stages, policy, as_json) -> None:
     teacher calls, computed without calling anything."""
     from baldistill.core import layout
     from baldistill.core.allocation import make_plan
+    from baldistill.core.params import Policy
     from baldistill.core.plan import render_plan
 
-    seed, schedule = 0, "spread"
+    seed, schedule = 0, Policy().adaptive_schedule
     if None in (budget, stages, policy) or counts_path is None:
         from baldistill.core.params import load_params
 

@@ -83,9 +83,10 @@ def adaptive_weight(stage: int, stages: int, schedule: str) -> Fraction:
     The paper writes the weight as i/K and says the batch starts "akin to
     random selection" and is balanced "by the final stage". No integer range
     of i over K stages gives both ends, so:
-      * "spread" (default): i/K = k/(K-1), from 0 (proportional) at the first
-        stage to 1 (naive balance) at the last; K=1 stays proportional.
-      * "zero":  i = k in 0..K-1 (the paper's code; never fully balanced).
+      * "zero" (default): i = k in 0..K-1, as printed (Algorithm 1 runs
+        k = 0..K-1) and as the authors' code does; never fully balanced.
+      * "spread": i/K = k/(K-1), from 0 (proportional) at the first stage
+        to 1 (naive balance) at the last; K=1 stays proportional.
       * "one":   i = k+1 in 1..K (fully balanced at the end, never proportional).
     """
     if schedule == "spread":
@@ -147,7 +148,7 @@ def allocate_stage(
     stages: int,
     *,
     seed: int = 0,
-    schedule: str = "spread",
+    schedule: str = "zero",
 ) -> StageAllocation:
     """One stage's allocation for `policy` (its row of the policy table).
 
@@ -191,7 +192,7 @@ def make_plan(
     policy: str,
     *,
     seed: int = 0,
-    schedule: str = "spread",
+    schedule: str = "zero",
 ) -> dict:
     """Every stage's allocation, computed without calling anything.
 

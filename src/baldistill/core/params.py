@@ -75,7 +75,7 @@ class Policy(_Section):
     name: Literal[POLICY_NAMES] = "adaptive"
     seed: int = 0
     # Which stage index i the adaptive formula sees at stage k of K (see docs/policies.md).
-    adaptive_schedule: Literal["spread", "zero", "one"] = "spread"
+    adaptive_schedule: Literal["zero", "spread", "one"] = "zero"
 
 
 class Price(_Section):
