@@ -1,4 +1,5 @@
-"""evaluate STAGE: the stage's student on the test set: macro/micro scores,
+"""evaluate STAGE: the stage's student on the test set (or, with evaluate.split:
+validation, on the validation rows held out of the pool): macro/micro scores,
 per domain and head vs tail, as DVC metrics and plots."""
 
 import sys
@@ -18,9 +19,9 @@ def main(stage: str) -> None:
     params = load_params()
     here = layout.StagePaths(stage)
     info = DatasetInfo.load(layout.INFO)
-    threshold = params.data.head_threshold
+    threshold = info.head_threshold
     metrics, predictions = evaluate(
-        read_rows(layout.TEST),
+        read_rows(layout.scored_rows(params.evaluate.split)),
         params.evaluate,
         params.student,
         threshold,
@@ -30,7 +31,7 @@ def main(stage: str) -> None:
         str(here.adapter),
     )
     summary = {k: v for k, v in metrics.items() if k != "per_domain"}  # per domain: the CSV
-    write_json(here.metrics, {"policy": params.policy.name, "stage": stage, **summary})
+    write_json(here.metrics, {"policy": params.policy.name, "stage": stage, "split": params.evaluate.split, **summary})
     write_domain_csv(metrics, threshold, here.per_domain_csv)
     domain_chart(metrics, threshold, here.per_domain_png, title=f"{info.name} {params.policy.name} {stage}")
     write_jsonl(here.predictions, predictions)

@@ -17,13 +17,14 @@ from baldistill.teacher.usage import empty_ledger
 @entry_point
 def main() -> None:
     params = load_params()
-    pool, test, info = datasets.prepare(params.data)
+    pool, validation, test, info = datasets.prepare(params.data)
     counts = domain_counts(pool)
     write_rows(layout.POOL, pool)
     write_rows(layout.TEST, test)
+    write_rows(layout.VALIDATION, validation)
     write_json(layout.COUNTS, counts)
     write_json(layout.INFO, info)
-    longtail_chart(counts, layout.LONGTAIL_PNG, info["name"], params.data.head_threshold)
+    longtail_chart(counts, layout.LONGTAIL_PNG, info["name"], info["head_threshold"])
 
     start = layout.StagePaths(START)
     write_json(start.allocation, start_state(counts))
@@ -32,7 +33,11 @@ def main() -> None:
     write_rows(start.train_set, [])
     start.adapter.mkdir(parents=True, exist_ok=True)
     (start.adapter / "BASE").write_text("no adapter: the base student\n")
-    print(f"{info['name']}: {len(pool)} pool rows in {len(counts)} domains, {len(test)} test rows", file=sys.stderr)
+    print(
+        f"{info['name']}: {len(pool)} pool rows in {len(counts)} domains, {len(validation)} validation rows "
+        f"held out of it, {len(test)} test rows",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""synthesize STAGE: teacher-written examples (input + rationale in one call)
-for this stage's tail domains, as many as the allocation's synthetic quota
-(none: no call, an empty output and the same report shape)."""
+"""synthesize STAGE PREVIOUS: teacher-written examples (input + rationale in one
+call) for this stage's tail domains, as many as the allocation's synthetic
+quota (none: no call, an empty output and the same report shape). Pool rows
+annotated in earlier stages (PREVIOUS's training set) show their rationales
+as demonstrations."""
 
 import sys
 
@@ -11,18 +13,20 @@ from baldistill.core.params import load_params, stage_index
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
 from baldistill.teacher.endpoint import open_client
-from baldistill.teacher.synthesis import synthesize
+from baldistill.teacher.synthesis import synthesize, with_earlier_rationales
 
 
-@stage_command("stage")
-def main(stage: str) -> None:
+@stage_command("stage", "previous")
+def main(stage: str, previous: str) -> None:
     params = load_params()
     here = layout.StagePaths(stage)
     quota = {d: n for d, n in read_json(here.allocation)["synthetic"].items() if n > 0}
-    pool, info, k = read_rows(layout.POOL), DatasetInfo.load(layout.INFO), stage_index(stage)
+    pool = with_earlier_rationales(read_rows(layout.POOL), read_rows(layout.StagePaths(previous).train_set))
+    info, k = DatasetInfo.load(layout.INFO), stage_index(stage)
     teacher, seed, max_input_chars = params.teacher, params.policy.seed, params.data.max_input_chars
     with open_client(teacher, budget=sum(quota.values())) as client:
-        rows, report = synthesize(pool, quota, k, teacher, seed, max_input_chars, info, client)
+        held_out = [r.input for path in (layout.TEST, layout.VALIDATION) for r in read_rows(path)]
+        rows, report = synthesize(pool, quota, k, teacher, seed, max_input_chars, info, client, held_out)
         client.export_used(here.teacher_responses("synthesize"))
     write_rows(here.synthetic, rows)
     write_json(here.report("synthesize"), report)

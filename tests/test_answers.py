@@ -2,7 +2,13 @@
 
 import pytest
 
-from baldistill.core.answers import answers_match, extract_answer, normalize_math
+from baldistill.core.answers import (
+    ANSWER_TRIGGER,
+    FINAL_ANSWER_SENTENCE,
+    answers_match,
+    extract_answer,
+    normalize_math,
+)
 from baldistill.core.errors import BaldistillError
 
 R52 = ["earn", "acq", "crude", "nat-gas", "gas", "money-fx", "money-supply", "trade", "ship", "veg-oil", "cpi"]
@@ -135,3 +141,52 @@ def test_normalize_math_strips_text_units():
 def test_unknown_task_is_a_clear_error():
     with pytest.raises(BaldistillError, match="unknown task type"):
         extract_answer("The answer is 1.", "regression")
+
+
+# ---- strict mode: only the answer sentence counts (evaluation) ----------------
+
+STRICT = [
+    # Read after the last answer sentence, as in lenient mode.
+    ("Profits rose. The answer is earn.", "classification", R52, "earn"),
+    ("One might think the answer is trade. The answer is **ship**.", "classification", R52, "ship"),
+    ("It mentions gas prices but the answer is: nat-gas", "classification", R52, "nat-gas"),
+    # No answer sentence: no "last label mentioned anywhere".
+    ("This story concerns crude oil output, so the topic is crude", "classification", R52, None),
+    ("Topic: CPI", "classification", R52, None),
+    # An answer sentence without a label: not the label mentioned before it.
+    ("The crude price fell. The answer is unknown.", "classification", R52, None),
+    ("The answer is Sports.", "classification", None, "Sports"),
+    ("The answer is (C).", "multiple_choice", None, "C"),
+    ("The answer is a metal spoon (B).", "multiple_choice", None, "B"),
+    ("Rocks are heavy. Answer: A", "multiple_choice", None, "A"),
+    # No bare letter, no lone "(X)".
+    ("B", "multiple_choice", None, None),
+    ("(D) the sun", "multiple_choice", None, None),
+    ("The answer is 42.", "math", None, "42"),
+    ("The answer is \\boxed{12}. This is because 3*4=12.", "math", None, "12"),
+    # No \boxed{} outside the answer sentence.
+    ("Thus the result is $\\boxed{\\frac{3}{4}}$.", "math", None, None),
+    ("The answer is Dr. Watson. He was there the whole time.", "abstractive_qa", None, "Dr. Watson"),
+    ("No phrase here at all", "abstractive_qa", None, None),
+    ("", "classification", R52, None),
+]
+
+
+@pytest.mark.parametrize("text,task,labels,expected", STRICT)
+def test_strict_reads_only_the_answer_sentence(text, task, labels, expected):
+    assert extract_answer(text, task, labels, strict=True) == expected
+
+
+@pytest.mark.parametrize("text,task,labels,expected", STRICT)
+def test_strict_agrees_with_lenient_whenever_it_answers(text, task, labels, expected):
+    """Strict mode only takes answers away; what it reads, lenient mode reads the same."""
+    if expected is not None:
+        assert extract_answer(text, task, labels) == expected
+
+
+def test_the_answer_trigger_is_the_answer_sentence():
+    """What the second pass appends is what the extractors read: trigger + " label." is an answer."""
+    assert FINAL_ANSWER_SENTENCE.fullmatch(ANSWER_TRIGGER)
+    assert extract_answer(ANSWER_TRIGGER + " nat-gas.", "classification", R52, strict=True) == "nat-gas"
+    assert extract_answer(ANSWER_TRIGGER + " C.", "multiple_choice", strict=True) == "C"
+    assert extract_answer(ANSWER_TRIGGER + " 1,000.", "math", strict=True) == "1000"

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import pytest
 
+from baldistill.core.metrics import score
 from baldistill.core.params import Params
 from baldistill.core.rows import Row
 from baldistill.student import evaluation
+from baldistill.student.answer_extraction import ROUTES
 from baldistill.student.evaluation import evaluate, row_score
 
 LABELS = ["earn", "acq", "gold", "crude"]
 POOL = {"earn": 120, "acq": 60, "gold": 7, "crude": 3}
-KEYS = {"macro", "micro", "head", "tail", "per_domain", "n", "no_answer"}
+KEYS = {
+    "macro",
+    "micro",
+    "head",
+    "tail",
+    "per_domain",
+    "n",
+    "no_answer",
+    "answer_sentence_rate",
+    "routes",
+    "echo_macro",
+}
 
 
 def sections(params):
@@ -45,11 +58,15 @@ def test_evaluate_runs_the_tiny_student_end_to_end(tiny_student_dir):
     assert list(metrics["per_domain"]) == ["earn", "acq", "gold", "crude"]  # head to tail
     assert metrics["per_domain"]["earn"] == {"score": metrics["per_domain"]["earn"]["score"], "n": 2, "pool_rows": 120}
     assert 0.0 <= metrics["macro"] <= 1.0 and 0.0 <= metrics["no_answer"] <= 1.0
+    assert set(metrics["routes"]) == set(ROUTES) and sum(metrics["routes"].values()) == len(rows)
+    assert metrics["answer_sentence_rate"] == metrics["routes"]["answer_sentence"] / len(rows)
+    assert metrics["no_answer"] == metrics["routes"]["none"] / len(rows)
     for row, pred in zip(rows, predictions):
-        assert set(pred) == {"id", "domain", "gold", "pred", "output", "score"}
+        assert set(pred) == {"id", "domain", "gold", "pred", "output", "score", "route"}
         assert (pred["id"], pred["domain"], pred["gold"]) == (row.id, row.domain, row.label)
         assert isinstance(pred["output"], str)
-        assert pred["pred"] is None or pred["pred"] in LABELS
+        # A closed label set: every row gets an answer, the student's own.
+        assert pred["route"] in ("answer_sentence", "second_pass") and pred["pred"] in LABELS
 
 
 def test_evaluate_with_a_base_marker_dir_is_zero_shot(tiny_student_dir, tmp_path):
@@ -62,12 +79,13 @@ def test_evaluate_with_a_base_marker_dir_is_zero_shot(tiny_student_dir, tmp_path
 
 
 def test_evaluate_scores_what_the_student_says(tiny_student_dir, monkeypatch):
-    """Scripted outputs: right, right, unparsable, wrong... -> hand-checked scores."""
+    """Scripted outputs: right, right, an echoed label without an answer sentence, wrong... -> routes,
+    scores, and the side number of what the old reading would have credited."""
     rows = make_test_rows()
     outputs = [
         "It reports profits. The answer is earn.",
         "The answer is **acq**.",
-        "I am not sure.",
+        "Gold prices are mentioned; I am not sure.",  # gold row: the label is echoed, not stated
         "The answer is gold.",  # gold for crude
         "The answer is earn.",
         "The answer is ACQ.",
@@ -84,13 +102,19 @@ def test_evaluate_scores_what_the_student_says(tiny_student_dir, monkeypatch):
     )
     assert seen["max_new_tokens"] == 6 and seen["batch_size"] == 4
     assert "report 0 on earn" in seen["prompts"][0] and "<|im_start|>assistant" in seen["prompts"][0]
-    assert [p["pred"] for p in predictions] == ["earn", "acq", None, "gold", "earn", "acq"]
-    assert [p["score"] for p in predictions] == [1, 1, 0, 0, 1, 1]
-    # earn 1, acq 1, gold: TP0 FP1 FN1 -> 0, crude: FN -> 0
-    assert metrics["per_domain"]["earn"]["score"] == 1.0 and metrics["per_domain"]["gold"]["score"] == 0.0
-    assert metrics["macro"] == pytest.approx(0.5)
-    assert metrics["head"] == 1.0 and metrics["tail"] == 0.0
-    assert metrics["no_answer"] == pytest.approx(1 / 6)
+    preds = [p["pred"] for p in predictions]
+    assert [p["route"] for p in predictions] == ["answer_sentence"] * 2 + ["second_pass"] + ["answer_sentence"] * 3
+    # The third row's answer is the one the student gives when asked, one of the labels.
+    assert preds[:2] + preds[3:] == ["earn", "acq", "gold", "earn", "acq"] and preds[2] in LABELS
+    assert [p["score"] for p in predictions] == [1, 1, float(preds[2] == "gold"), 0, 1, 1]
+    assert metrics == {
+        **score("classification", [r.label for r in rows], preds, [r.domain for r in rows], LABELS, POOL, 50),
+        **{k: metrics[k] for k in ("no_answer", "answer_sentence_rate", "routes", "echo_macro")},
+    }
+    assert metrics["routes"] == {"answer_sentence": 5, "second_pass": 1, "none": 0}
+    assert metrics["no_answer"] == 0.0 and metrics["answer_sentence_rate"] == pytest.approx(5 / 6)
+    # The old reading credited the echoed "gold": earn 1, acq 1, gold TP1 FP1 -> 2/3, crude 0.
+    assert metrics["echo_macro"] == pytest.approx((1 + 1 + 2 / 3 + 0) / 4)
 
 
 def test_row_score_per_task():

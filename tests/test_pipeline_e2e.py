@@ -151,12 +151,30 @@ def test_budget_change_is_one_command(project, teacher):
     assert ledger["calls_budgeted"] == 9
 
 
-def test_report_gives_mean_and_spread_over_seeds(project):
+def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project):
     for seed in (1, 2):
         dvc(project, "exp", "run", "-n", f"naive-seed{seed}", "-S", "policy.name=naive", "-S", f"train.seed={seed}")
+    dvc(project, "exp", "run", "-n", "adaptive-seed1", "-S", "policy.name=adaptive", "-S", "train.seed=1")
     report = run(
-        project, sys.executable, "-m", "baldistill.cli", "report", "naive-seed1", "naive-seed2", "--out", "seeds"
+        project,
+        sys.executable,
+        "-m",
+        "baldistill.cli",
+        "report",
+        "naive-seed1",
+        "naive-seed2",
+        "adaptive-seed1",
+        "--baseline",
+        "naive",
+        "--n-boot",
+        "50",
+        "--out",
+        "seeds",
     ).stdout
     assert "| naive-seed1 | naive | s1 |" in report and "| naive-seed2 | naive | s1 |" in report
     assert "| naive | 2 | " in report and "±" in report
+    assert "Against naive (2 runs)" in report
+    [row] = [line for line in report.splitlines() if line.startswith("| adaptive | 1 | ")]
+    assert row.count("[") == 4 or "n/a" in row  # an interval per score (tail may be undefined)
+    assert "- adaptive: " in report  # the plain sentence, significant or not
     assert (project / "seeds/per_domain.png").read_bytes()[:4] == b"\x89PNG"

@@ -19,7 +19,7 @@ from baldistill.core.layout import StagePaths
 from baldistill.core.rows import Row, read_rows, write_rows
 from baldistill.teacher.annotation import annotate, keep_gold_labels
 from baldistill.teacher.endpoint import open_client
-from baldistill.teacher.synthesis import synthesize
+from baldistill.teacher.synthesis import synthesize, with_earlier_rationales
 from baldistill.teacher.usage import empty_ledger
 
 from support.teacher_fakeserver import Action, FakeTeacher
@@ -192,6 +192,34 @@ def test_synthesis_prompts_show_three_demonstrations_of_their_own_domain():
         assert "The answer is ship." in prompt_of(seen.body)
 
 
+def test_synthesis_demonstrations_show_rationales_annotated_in_earlier_stages():
+    pool = pool_rows(5)
+    ship = [r for r in pool if r.domain == "ship"]
+    earlier = [ship[0].with_(rationale="Tankers and ports are shipping news. The answer is ship.", source="pool")]
+    shown_pool = with_earlier_rationales(pool, earlier)
+    with FakeTeacher(by_sample({"ship": [GOOD]})) as server:
+        params = make_params(server.base_url)
+        with open_client(params.teacher, budget=2, backoff=0.01) as client:
+            synthesize(shown_pool, {"ship": 2}, 1, params.teacher, SEED, CHARS, INFO, client)
+    for seen in server.seen:  # the annotated row is drawn first, with its own rationale
+        assert "Tankers and ports are shipping news. The answer is ship." in prompt_of(seen.body)
+        assert f"Input: {ship[0].input}\n" in prompt_of(seen.body)
+
+
+def test_a_synthetic_row_that_copies_test_text_is_dropped():
+    story = "the tanker fleet of the company loaded crude at the port of rotterdam on monday and sailed for houston"
+    copied = f"Input: Rotterdam - {story.title()}.\nRationale: Tankers carry cargo. The answer is ship."
+    fresh = "Input: A freighter docked late.\nRationale: Ports and freighters. The answer is ship."
+    with FakeTeacher(by_sample({"ship": [copied, fresh]})) as server:
+        params = make_params(server.base_url)
+        with open_client(params.teacher, budget=2, backoff=0.01) as client:
+            rows, report = synthesize(
+                pool_rows(3), {"ship": 2}, 0, params.teacher, SEED, CHARS, INFO, client, held_out=[story]
+            )
+    assert [r.input for r in rows] == ["A freighter docked late."]
+    assert report["dropped"] == {"test_overlap": 1} and report["kept"] == 1
+
+
 def test_synthesis_is_seeded_and_fresh_per_stage(tmp_path, monkeypatch):
     pool = [*pool_rows(5), Row(id="lonely", domain="nat-gas", input="gas pipeline deal", label="nat-gas")]
     outputs = {"ship": [GOOD], "nat-gas": ["Input: LNG imports.\nRationale: Gas. The answer is nat-gas."]}
@@ -296,16 +324,19 @@ def run_teacher_steps(work: Path, base_url: str, policy: str, synthetic: dict[st
     """Run stages/synthesize.py and stages/annotate.py for s0 in `work`; returns their outputs."""
     pool = pool_rows(3)
     write_rows(work / "data/prepared/pool.jsonl", pool)
+    write_rows(work / "data/prepared/test.jsonl", [])
+    write_rows(work / "data/prepared/validation.jsonl", [])
     INFO.save(work / "data/prepared/info.json")
     here, start = StagePaths("s0"), StagePaths("start")
     write_json(work / here.allocation, {"synthetic": synthetic})
     write_rows(work / here.selected, [*pool[::4], pool[0].with_(id="copy", source="duplicate")])
     write_json(work / start.ledger, {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2})
+    write_rows(work / start.train_set, [])
     params = make_params(base_url, concurrency=1, price={"input_per_1m": 1.0, "output_per_1m": 2.0}).model_dump()
     params["policy"]["name"] = policy
     (work / "params.yaml").write_text(json.dumps(params))
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    for script, *args in (("synthesize.py", "s0"), ("annotate.py", "s0", "start")):
+    for script, *args in (("synthesize.py", "s0", "start"), ("annotate.py", "s0", "start")):
         done = subprocess.run(
             [sys.executable, str(STAGES / script), *args],
             cwd=work,

@@ -90,19 +90,16 @@ def fetch(names) -> None:
 @main.command()
 @click.argument("experiments", nargs=-1)
 @click.option("--out", "out_dir", default="reports", show_default=True, help="folder for report.md and per_domain.png")
-@click.option("--params", "params_path", default="params.yaml", show_default=True)
 @click.option("--baseline", default="random", show_default=True, help="policy the others are compared with")
 @click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(min=1), help="bootstrap replicates")
-def report(experiments, out_dir, params_path, baseline, n_boot) -> None:
+def report(experiments, out_dir, baseline, n_boot) -> None:
     """Compare DVC experiments (names or revs, "workspace"; default: all):
     a markdown table (policy, macro, micro, head, tail, teacher calls), each
     policy against --baseline with paired bootstrap 95% intervals, and a
     per-domain chart, head to tail, one series per experiment."""
-    from baldistill.core.params import load_params
     from baldistill.report.experiments import write_report
 
-    threshold = load_params(params_path).data.head_threshold
-    result = write_report(list(experiments), out_dir, threshold, baseline=baseline, n_boot=n_boot)
+    result = write_report(list(experiments), out_dir, baseline=baseline, n_boot=n_boot)
     click.echo(Path(result["markdown"]).read_text(), nl=False)
     click.echo(f"chart: {result['chart']}")
 

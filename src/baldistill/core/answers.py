@@ -5,6 +5,12 @@ outputs add markdown, quotes, colons, units, \\boxed{...} or trailing chatter.
 One extractor, shared by annotation (to check the teacher agrees with the gold
 label), synthesis (to read the label of a synthetic row) and evaluation (to
 score the student), keeps those three places from disagreeing.
+
+The teacher side reads leniently: without an answer sentence it falls back to
+the last label mentioned, a bare letter, the last "(X)" or the last \\boxed{}.
+Evaluation reads with `strict=True`: only what follows the last answer
+sentence counts, so a label the student merely echoes from the input is never
+taken as its answer (student.answer_extraction asks it explicitly instead).
 """
 
 from __future__ import annotations
@@ -18,34 +24,44 @@ from baldistill.core.dataset_info import check_task
 # Where a rationale states its final answer as the prompts ask ("The answer is X."): a long
 # training target keeps this sentence when its middle is cut (student.encoding).
 FINAL_ANSWER_SENTENCE = re.compile(r"the answer is\b", re.IGNORECASE)
+# The words that open the answer sentence, as the prompts spell them: evaluation's second pass appends
+# them after a student's reasoning and reads the answer from what the student writes next.
+ANSWER_TRIGGER = "The answer is"
 # Whether a rationale states its answer at all ("answer is", "Answer:"); one without gets the answer sentence appended.
 ANSWER_SENTENCE = re.compile(r"answer\s*(?:is\b|:)", re.IGNORECASE)
 # What extraction reads: "The answer is X", "the final answer is: X", "Answer: X", "**Answer:** X".
 _ANSWER_IS = re.compile(r"answer\s*(?:\*\*|__)?\s*(?:is\b|:)\s*(?:\*\*|__)?\s*:?", re.IGNORECASE)
 _MARKDOWN = str.maketrans(dict.fromkeys("*_`#", " "))
 _QUOTES = "\"'“”‘’«»"
-_LETTER = "ABCDE"
+# The letters a multiple-choice answer can be.
+CHOICE_LETTERS = "ABCDE"
 
 
-def extract_answer(text: str, task: str, labels: Sequence[str] | None = None) -> str | None:
+def extract_answer(text: str, task: str, labels: Sequence[str] | None = None, *, strict: bool = False) -> str | None:
     """The final answer in `text` for a task type, or None if there is none.
 
     classification: one of `labels` (returned as spelled in `labels`), matched
     case-insensitively; the first label right after the last "answer is" wins,
     else the last label mentioned anywhere. Without `labels`, the cleaned text
-    after the last "answer is". multiple_choice: the letter A-E. math: the
-    normalised final answer (last "answer is", or last \\boxed{}).
+    after the last "answer is". multiple_choice: the letter A-E (after the last
+    "answer is", else an output that is just a letter, else a lone "(X)").
+    math: the normalised final answer (last "answer is", or last \\boxed{}).
     abstractive_qa: the text after the last "answer is", stripped.
+
+    strict=True reads only what follows the last answer sentence ("answer
+    is", "Answer:"), read as above, and drops every fallback: no last label
+    mentioned anywhere, no bare letter or "(X)" elsewhere, no \\boxed{} before
+    it. Text without a readable answer sentence gives None.
     """
     check_task(task)
     if not text or not text.strip():
         return None
     if task == "classification":
-        return _classification(text, labels)
+        return _classification(text, labels, strict)
     if task == "multiple_choice":
-        return _multiple_choice(text)
+        return _multiple_choice(text, strict)
     if task == "math":
-        return _math(text)
+        return _math(text, strict)
     return _free_text(text)
 
 
@@ -105,18 +121,19 @@ def _label_pattern(labels: Sequence[str]) -> re.Pattern:
     return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)
 
 
-def _classification(text: str, labels: Sequence[str] | None) -> str | None:
+def _classification(text: str, labels: Sequence[str] | None, strict: bool) -> str | None:
     tail = _after_last_answer_is(text)
     if not labels:
         return _clean(_first_sentence(tail)) or None if tail is not None else None
     canonical = {label.lower(): label for label in labels}
     pattern = _label_pattern(labels)
-    plain = text.translate(_MARKDOWN)
     if tail is not None:
         found = pattern.search(_first_sentence(tail.translate(_MARKDOWN)))
         if found:
             return canonical[found.group(0).lower()]
-    mentions = list(pattern.finditer(plain))
+    if strict:
+        return None
+    mentions = list(pattern.finditer(text.translate(_MARKDOWN)))
     return canonical[mentions[-1].group(0).lower()] if mentions else None
 
 
@@ -137,7 +154,7 @@ def _letter_at_start(text: str) -> str | None:
     return (found.group(1) or found.group(2)).upper()
 
 
-def _multiple_choice(text: str) -> str | None:
+def _multiple_choice(text: str, strict: bool) -> str | None:
     tail = _after_last_answer_is(text)
     if tail is not None:
         sentence = _first_sentence(tail) if not re.match(r"^\s*\(?[A-Ea-e][.)]", tail) else tail
@@ -147,6 +164,8 @@ def _multiple_choice(text: str) -> str | None:
         found = _PAREN_LETTER.search(sentence) or _BARE_UPPER.search(sentence)
         if found:
             return found.group(1)
+    if strict:
+        return None
     # No "answer is": accept an output that is just a letter, else the last "(X)".
     letter = _letter_at_start(text) if len(text.strip()) <= 40 else None
     if letter:
@@ -176,13 +195,13 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
-def _math(text: str) -> str | None:
+def _math(text: str, strict: bool) -> str | None:
     tail = _after_last_answer_is(text)
     if tail is not None:
         boxed = _last_boxed(tail)
         raw = boxed if boxed is not None else _math_tail(tail)
     else:
-        raw = _last_boxed(text)
+        raw = None if strict else _last_boxed(text)
     if raw is None:
         return None
     return normalize_math(raw) or None

@@ -29,6 +29,9 @@ class DatasetInfo:
     name: str
     task: str
     labels: list[str] = field(default_factory=list)
+    # A domain with more pool rows than this is head (resolved by prepare from
+    # data.head_threshold or the data set's Appendix A split).
+    head_threshold: int = 50
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -37,6 +40,8 @@ class DatasetInfo:
             raise BaldistillError("dataset info: name must be a non-empty string")
         if not isinstance(self.labels, list) or not all(isinstance(x, str) and x.strip() for x in self.labels):
             raise BaldistillError("dataset info: labels must be a list of non-empty strings")
+        if not isinstance(self.head_threshold, int) or isinstance(self.head_threshold, bool) or self.head_threshold < 0:
+            raise BaldistillError("dataset info: head_threshold must be a non-negative integer")
 
     @property
     def labels_text(self) -> str:
@@ -44,7 +49,10 @@ class DatasetInfo:
         return ", ".join(self.labels)
 
     def save(self, path: str | os.PathLike) -> None:
-        write_json(path, {"name": self.name, "task": self.task, "labels": list(self.labels)})
+        write_json(
+            path,
+            {"name": self.name, "task": self.task, "labels": list(self.labels), "head_threshold": self.head_threshold},
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DatasetInfo:
@@ -55,6 +63,8 @@ class DatasetInfo:
         if missing:
             raise BaldistillError(f"{path}: missing field '{missing[0]}'")
         try:
-            return cls(name=obj["name"], task=obj["task"], labels=obj["labels"])
+            return cls(
+                name=obj["name"], task=obj["task"], labels=obj["labels"], head_threshold=obj.get("head_threshold", 50)
+            )
         except BaldistillError as exc:
             raise BaldistillError(f"{path}: {exc}") from None

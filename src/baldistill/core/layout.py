@@ -8,6 +8,14 @@ from pathlib import Path
 PREPARED = Path("data/prepared")
 POOL = PREPARED / "pool.jsonl"
 TEST = PREPARED / "test.jsonl"
+VALIDATION = PREPARED / "validation.jsonl"
+
+
+def scored_rows(split: str) -> Path:
+    """The rows evaluation scores: TEST, or VALIDATION when tuning (dvc.yaml: `${evaluate.split}.jsonl`)."""
+    return PREPARED / f"{split}.jsonl"
+
+
 COUNTS = PREPARED / "counts.json"
 INFO = PREPARED / "info.json"
 LONGTAIL_PNG = PREPARED / "longtail.png"

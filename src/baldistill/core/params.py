@@ -51,8 +51,14 @@ class Data(_Section):
     test_seed: int = 0
     # Caps test rows per domain so CPU evaluation stays affordable; null = full test set.
     test_per_domain: int | None = Field(default=2, ge=1)
+    # Held out of the pool for tuning training settings (evaluate.split: validation):
+    # up to this many rows per domain, never more than a fifth of the domain's rows,
+    # so the tail keeps its rows; 0 = no validation split.
+    validation_per_domain: int = Field(default=4, ge=0)
     # Evaluation reports head vs tail: a domain with more pool rows than this is head.
-    head_threshold: int = Field(default=50, ge=0)
+    # null = the data set's own split (Appendix A): more than 50 rows for R52 (and your
+    # JSONL), the named head domains for MATH and multiple-choice QA.
+    head_threshold: int | None = Field(default=None, ge=0)
     # Long inputs are cut to this many characters (teacher and student prompts alike).
     max_input_chars: int = Field(default=600, ge=16)
     # Zipf exponent used to down-sample the pool of math/mcqa; null = the dataset's default.
@@ -144,6 +150,9 @@ class Select(_Section):
 
 
 class Evaluate(_Section):
+    # What the student is scored on: the fixed test set, or the validation rows
+    # held out of the pool (for tuning training settings without seeing the test set).
+    split: Literal["test", "validation"] = "test"
     batch_size: int = Field(default=16, ge=1)
     max_new_tokens: int = Field(default=80, ge=1)
 

@@ -37,6 +37,13 @@ MATH_SUBJECTS = {
 # down-sampling makes the same domains head and tail as in the paper.
 MCQA_SOURCES = ("winogrande", "socialiqa", "csqa", "openbookqa", "piqa", "arc_easy", "arc_challenge")
 DEFAULT_ZIPF = {"math": 1.1, "mcqa": 2.0}
+# Appendix A's head domains for Figure 3 (MCQA's Race is not among the shipped sources);
+# R52 (and a user's JSONL) split at more than 50 training rows instead.
+APPENDIX_A_HEAD = {
+    "math": ("Algebra", "Intermediate Algebra", "Prealgebra"),
+    "mcqa": ("winogrande", "socialiqa", "csqa"),
+}
+DEFAULT_HEAD_THRESHOLD = 50
 
 
 @dataclass
@@ -230,6 +237,37 @@ def cap_per_domain(rows: list[Row], cap: int | None, seed: int) -> list[Row]:
     return [r for r in rows if r.id in keep]
 
 
+def carve_validation(pool: list[Row], per_domain: int, seed: int) -> tuple[list[Row], list[Row]]:
+    """(pool without the validation rows, validation rows): up to `per_domain`
+    seeded-random rows of each domain, never more than a fifth of its rows, so
+    tail domains (a handful of rows) keep all of theirs for the policies."""
+    rng = random.Random(f"validation-{seed}")
+    held: set[str] = set()
+    for domain, n in domain_counts(pool).items():
+        ids = sorted(r.id for r in pool if r.domain == domain)
+        held.update(rng.sample(ids, min(per_domain, n // 5)))
+    return [r for r in pool if r.id not in held], [r for r in pool if r.id in held]
+
+
+def head_threshold_for(data: Data, counts: dict[str, int]) -> int:
+    """The pool-row count above which a domain is head: `data.head_threshold`,
+    or where that is null the data set's Appendix A split, expressed as the
+    largest count among its tail domains (so "more than the threshold" picks
+    exactly the named head domains; refused if the pool does not allow it)."""
+    if data.head_threshold is not None:
+        return data.head_threshold
+    named = APPENDIX_A_HEAD.get(data.dataset)
+    if named is None:
+        return DEFAULT_HEAD_THRESHOLD
+    threshold = max((n for d, n in counts.items() if d not in named), default=0)
+    if any(counts.get(d, 0) <= threshold for d in named):
+        raise BaldistillError(
+            f"params.yaml: data.head_threshold: the pool does not rank {', '.join(named)} above the other "
+            "domains, so Appendix A's head split does not apply; set a number"
+        )
+    return threshold
+
+
 def truncate_input(text: str, max_chars: int) -> str:
     """Cut at a word boundary so prompts stay within CPU-friendly lengths."""
     if len(text) <= max_chars:
@@ -253,18 +291,30 @@ def load(data: Data) -> Loaded:
     return loaded
 
 
-def prepare(data: Data) -> tuple[list[Row], list[Row], dict]:
-    """The pool, the (capped) test set and the dataset info for `data`."""
+def prepare(data: Data) -> tuple[list[Row], list[Row], list[Row], dict]:
+    """The pool, the validation rows held out of it, the (capped) test set and
+    the dataset info for `data`."""
     loaded = load(data)
+    loaded.train, validation = carve_validation(loaded.train, data.validation_per_domain, data.test_seed)
     pool_domains = set(domain_counts(loaded.train))
     test = [r for r in loaded.test if r.domain in pool_domains]
     test = cap_per_domain(test, data.test_per_domain, data.test_seed)
     pool = [r.with_(input=truncate_input(r.input, data.max_input_chars)) for r in loaded.train]
     test = [r.with_(input=truncate_input(r.input, data.max_input_chars)) for r in test]
+    validation = [r.with_(input=truncate_input(r.input, data.max_input_chars)) for r in validation]
     labels = (
         sorted({r.label for r in loaded.train} | {r.label for r in test})
         if loaded.task in ("classification", "multiple_choice")
         else []
     )
-    info = {"name": loaded.name, "task": loaded.task, "labels": labels, "domains": list(domain_counts(pool))}
-    return pool, test, info
+    counts = domain_counts(pool)
+    threshold = head_threshold_for(data, counts)
+    info = {
+        "name": loaded.name,
+        "task": loaded.task,
+        "labels": labels,
+        "domains": list(counts),
+        "head_threshold": threshold,
+        "head_domains": [d for d, n in counts.items() if n > threshold],
+    }
+    return pool, validation, test, info

@@ -177,7 +177,7 @@ def read_output(path: str, rev: str, repo: str | None) -> str:
 
 
 def intervals_section(
-    rows: list[dict], summaries: list[dict], baseline: str, head_threshold: int, repo: str | None, n_boot: int
+    rows: list[dict], summaries: list[dict], baseline: str, info: dict, repo: str | None, n_boot: int
 ) -> str:
     """The paired-bootstrap comparison of every policy with `baseline`, or a line saying why there is none."""
     runs = by_policy(
@@ -194,7 +194,6 @@ def intervals_section(
         return f"\nNo {baseline} run among these experiments, so no intervals (choose one with --baseline).\n"
     if len(runs) < 2:
         return f"\nOnly {baseline} runs here: nothing to compare it with.\n"
-    info = json.loads(read_output("data/prepared/info.json", rows[0]["rev"], repo))
     counts = json.loads(read_output("data/prepared/counts.json", rows[0]["rev"], repo))
     records = compare(
         runs,
@@ -202,7 +201,7 @@ def intervals_section(
         task=info["task"],
         labels=info.get("labels") or [],
         pool_counts=counts,
-        head_threshold=head_threshold,
+        head_threshold=info.get("head_threshold", 50),
         n_boot=n_boot,
     )
     return "\n" + comparison_markdown(records, baseline, len(runs[baseline]), len(runs[baseline][0]))
@@ -211,7 +210,6 @@ def intervals_section(
 def write_report(
     wanted: list[str],
     out_dir: str | Path,
-    head_threshold: int,
     repo: str | None = None,
     baseline: str = "random",
     n_boot: int = 1000,
@@ -237,7 +235,9 @@ def write_report(
             for policy, runs in by_policy(summaries, tables).items()
         }
         title += ", mean ± sd over each policy's runs"
-    text += intervals_section(rows, summaries, baseline, head_threshold, repo, n_boot)
+    info = json.loads(read_output("data/prepared/info.json", rows[0]["rev"], repo))
+    head_threshold = info.get("head_threshold", 50)  # info.json of older runs lacks it: R52's 50
+    text += intervals_section(rows, summaries, baseline, info, repo, n_boot)
     out = Path(out_dir)
     with atomic_open(out / "report.md") as handle:
         handle.write(text)
@@ -260,7 +260,9 @@ def stage_summary(metrics: dict, ledger: dict, per_domain_rows: list[dict], path
     lines = [
         f"policy {metrics['policy']}, stage {metrics['stage']}: macro {pct(metrics['macro'])}  "
         f"micro {pct(metrics['micro'])}  head {pct(metrics['head'])}  tail {pct(metrics['tail'])}  "
-        f"(n={metrics['n']}, no parsable answer {pct(metrics.get('no_answer'))}%)",
+        f"(n={metrics['n']} {metrics.get('split', 'test')} rows; the student's own answer sentence on "
+        f"{pct(metrics.get('answer_sentence_rate'))}%, read by the second pass on the rest, "
+        f"no answer {pct(metrics.get('no_answer'))}%)",
         f"teacher calls: {ledger['calls_budgeted']} budgeted, {ledger['calls_paid']} paid by this run "
         f"(the rest came from the cache), {ledger['prompt_tokens']} + {ledger['completion_tokens']} tokens",
     ]

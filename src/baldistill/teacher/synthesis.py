@@ -11,9 +11,10 @@ Reproducibility: demonstrations are drawn with a seed derived from
 is unique per (stage, i), so stage k never silently re-uses stage j's draw
 even when a tiny domain gives identical demonstrations.
 
-Demonstrations show the pool row's rationale if it has one (annotated in an
-earlier stage), else just the answer sentence ("The answer is <label>."),
-so the format the teacher must follow is always visible.
+Demonstrations show the rationale the teacher wrote for a pool row in an
+earlier stage (`with_earlier_rationales`; such rows are drawn first), else
+just the answer sentence ("The answer is <label>."), so the format the teacher
+must follow is always visible.
 
 Every response is parsed into input, rationale and answer; a response that
 cannot be parsed or whose answer is not valid for its domain is dropped and
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 
 from baldistill.core.answers import ANSWER_SENTENCE, extract_answer, normalize_text
 from baldistill.core.dataset_info import DatasetInfo
+from baldistill.core.decontamination import index_ngrams, overlaps
 from baldistill.core.params import Teacher
 from baldistill.core.rows import Row
 from baldistill.prompts import Prompts, load_prompts
@@ -52,12 +54,16 @@ def synthesize(
     max_input_chars: int,
     info: DatasetInfo,
     client: TeacherClient,
+    held_out: Sequence[str] = (),
 ) -> tuple[list[Row], dict]:
     """Ask the teacher for quota[d] new rows of each tail domain d; returns (rows, report).
 
     `seed` is policy.seed (it draws the demonstrations); demonstration inputs
-    are cut to `max_input_chars` (data.max_input_chars). An empty quota asks nothing.
+    are cut to `max_input_chars` (data.max_input_chars). An empty quota asks
+    nothing. A row sharing a 13-gram with a `held_out` text (test and
+    validation inputs) is dropped as "test_overlap" (core.decontamination).
     """
+    overlap_index = index_ngrams(held_out)
     prompts = load_prompts(info.task)
     by_domain = _by_domain(pool)
     plan = [
@@ -70,6 +76,8 @@ def synthesize(
     rows, dropped = [], {}
     for (domain, i, demos), response in zip(plan, responses, strict=True):
         row, reason = parse_synthetic(response, domain, i, stage, info, prompts, by_domain.get(domain, []), demos)
+        if row is not None and overlaps(row.input, overlap_index):
+            row, reason = None, "test_overlap"
         if row is None:
             dropped[reason] = dropped.get(reason, 0) + 1
         else:
@@ -104,9 +112,21 @@ def draw_seed(seed: int, stage: int, domain: str, i: int) -> int:
     return int(digest[:16], 16)
 
 
+def with_earlier_rationales(pool: Sequence[Row], earlier: Sequence[Row]) -> list[Row]:
+    """The pool, each row that an earlier stage had annotated carrying that
+    rationale (`earlier`: the previous stage's training set)."""
+    rationales = {r.id: r.rationale for r in earlier if r.source == "pool" and r.rationale}
+    return [r.with_(rationale=rationales[r.id]) if r.id in rationales else r for r in pool]
+
+
 def _demonstrations(rows: list[Row], count: int, seed: int, stage: int, domain: str, i: int) -> list[Row]:
-    k = min(count, len(rows))
-    return random.Random(draw_seed(seed, stage, domain, i)).sample(rows, k)
+    """`count` seeded draws from the domain's rows, those with a rationale first
+    (a real rationale shows the teacher what to write better than a bare answer)."""
+    rng = random.Random(draw_seed(seed, stage, domain, i))
+    annotated = [r for r in rows if r.rationale]
+    first = rng.sample(annotated, min(count, len(annotated)))
+    rest = [r for r in rows if not r.rationale]
+    return first + rng.sample(rest, min(count - len(first), len(rest)))
 
 
 def _request(
