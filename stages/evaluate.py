@@ -6,11 +6,11 @@ import sys
 
 from baldistill.core import layout
 from baldistill.core.dataset_info import DatasetInfo
-from baldistill.core.files import read_json, write_json, write_jsonl
+from baldistill.core.files import read_json
 from baldistill.core.params import load_params
 from baldistill.core.rows import read_rows
 from baldistill.core.step import stage_command
-from baldistill.report.plots import domain_chart, write_domain_csv
+from baldistill.report.evaluation_files import write_evaluation
 from baldistill.student.evaluation import evaluate
 
 
@@ -30,11 +30,9 @@ def main(stage: str) -> None:
         read_json(layout.COUNTS),
         str(here.adapter),
     )
-    summary = {k: v for k, v in metrics.items() if k != "per_domain"}  # per domain: the CSV
-    write_json(here.metrics, {"policy": params.policy.name, "stage": stage, "split": params.evaluate.split, **summary})
-    write_domain_csv(metrics, threshold, here.per_domain_csv)
-    domain_chart(metrics, threshold, here.per_domain_png, title=f"{info.name} {params.policy.name} {stage}")
-    write_jsonl(here.predictions, predictions)
+    header = {"policy": params.policy.name, "stage": stage, "split": params.evaluate.split}
+    title = f"{info.name} {params.policy.name} {stage}"
+    write_evaluation(here, metrics, predictions, header, threshold, title)
     print(
         f"{stage}: macro {metrics['macro']:.4f} micro {metrics['micro']:.4f} "
         f"head {metrics['head']} tail {metrics['tail']}",

@@ -111,7 +111,7 @@ def summary(params_path) -> None:
     per-domain and head/tail scores."""
     from baldistill.core import layout
     from baldistill.core.files import read_json
-    from baldistill.core.params import load_params
+    from baldistill.core.params import START, load_params
     from baldistill.report.experiments import stage_summary
 
     params = load_params(params_path)
@@ -131,6 +131,15 @@ def summary(params_path) -> None:
         "long-tail chart": str(layout.LONGTAIL_PNG),
     }
     click.echo(stage_summary(metrics, read_json(last.ledger), rows, paths))
+    kept = [read_json(layout.StagePaths(s).report("synthesize"))["kept"] for s in params.stage_names]
+    click.echo("synthesized rows per stage: " + ", ".join(f"{s} {n}" for s, n in zip(params.stage_names, kept)))
+    zeroshot = layout.StagePaths(START).predictions
+    if zeroshot.exists():
+        from baldistill.core.files import read_jsonl
+        from baldistill.report.comparison import against_zeroshot
+
+        info, counts = read_json(layout.INFO), read_json(layout.COUNTS)
+        click.echo(against_zeroshot(read_jsonl(last.predictions), read_jsonl(zeroshot), info, counts))
     click.echo("compare: dvc metrics show | dvc plots show | baldistill report")
 
 

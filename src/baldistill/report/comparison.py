@@ -75,6 +75,24 @@ def compare(
     return out
 
 
+def against_zeroshot(trained: Predictions, zeroshot: Predictions, info: dict, counts: dict[str, int]) -> str:
+    """One line for `baldistill summary`: the trained student minus the
+    untrained (zero-shot) one on the same rows, macro and micro, with intervals."""
+    [record] = compare(
+        {"zeroshot": [zeroshot], "trained": [trained]},
+        "zeroshot",
+        task=info["task"],
+        labels=info.get("labels") or [],
+        pool_counts=counts,
+        head_threshold=info.get("head_threshold", 50),
+    )
+    verdict = "significant" if record["macro"].excludes_zero else "not significant (the interval includes 0)"
+    return (
+        f"trained vs zero-shot student: macro {_cell(record['macro'])}, micro {_cell(record['micro'])} "
+        f"(points, paired bootstrap 95% interval over {len(trained)} rows): macro difference {verdict}"
+    )
+
+
 def _cell(interval: Interval) -> str:
     if interval.estimate is None:
         return "n/a"

@@ -1,0 +1,38 @@
+"""evaluate_zeroshot: the base student, untrained (zero-shot CoT), scored on the
+same rows and by the same routes as every stage, so a run can say what its
+training bought. It reads no policy param, so a policy change does not re-run it."""
+
+import sys
+
+from baldistill.core import layout
+from baldistill.core.dataset_info import DatasetInfo
+from baldistill.core.files import read_json
+from baldistill.core.params import START, load_params
+from baldistill.core.rows import read_rows
+from baldistill.core.step import entry_point
+from baldistill.report.evaluation_files import write_evaluation
+from baldistill.student.evaluation import evaluate
+
+
+@entry_point
+def main() -> None:
+    params = load_params()
+    here = layout.StagePaths(START)
+    info = DatasetInfo.load(layout.INFO)
+    metrics, predictions = evaluate(
+        read_rows(layout.scored_rows(params.evaluate.split)),
+        params.evaluate,
+        params.student,
+        info.head_threshold,
+        info.task,
+        info.labels,
+        read_json(layout.COUNTS),
+        str(here.adapter),
+    )
+    header = {"policy": "zeroshot", "stage": START, "split": params.evaluate.split}
+    write_evaluation(here, metrics, predictions, header, info.head_threshold, f"{info.name} zero-shot student")
+    print(f"zero-shot: macro {metrics['macro']:.4f} micro {metrics['micro']:.4f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
