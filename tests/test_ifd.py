@@ -88,6 +88,31 @@ def test_rank_drops_ifd_ge_1_only_while_others_remain():
     assert ifd.rank(values, 3, drop_ifd_ge_1=False) == [5, 1, 4]
 
 
+@given(st.lists(st.floats(min_value=0.0, max_value=0.99), min_size=1, max_size=30, unique=True), st.data())
+def test_pick_percentiles_are_order_statistic_expectations(values, data):
+    n = len(values)
+    k = data.draw(st.integers(min_value=0, max_value=n))
+    got = ifd.pick_percentiles(values, k)
+    assert got == [(n - j) / (n + 1) for j in range(k)]
+    # The top pick of n candidates sits at n/(n+1); every row picked averages 1/2, as random would.
+    assert ifd.pick_percentiles(values, 1) == [n / (n + 1)]
+    assert math.isclose(sum(ifd.pick_percentiles(values, n)) / n, 0.5)
+
+
+def test_pick_percentiles_of_six_candidates_reach_the_85th():
+    rng = __import__("random").Random(0)
+    population = [rng.random() * 0.99 for _ in range(5000)]
+    sorted_pop = sorted(population)
+    seen = []
+    for _ in range(2000):
+        cands = rng.sample(population, 6)
+        top = cands[ifd.rank(cands, 1)[0]]
+        seen.append(sum(v < top for v in sorted_pop) / len(sorted_pop))
+        assert ifd.pick_percentiles(cands, 1) == [6 / 7]
+    # The estimator's 6/7 matches the percentile actually reached in the population.
+    assert abs(sum(seen) / len(seen) - 6 / 7) < 0.01
+
+
 # ----------------------------------------------------------------------------- model scorers
 
 

@@ -5,6 +5,7 @@ policies and sharing through a DVC remote cost exactly what they should."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -63,6 +64,7 @@ def test_summary_and_report_commands(project):
     assert "policy adaptive, stage s1: macro" in summary and f"teacher calls: {BUDGET} budgeted" in summary
     assert "metrics/s1/per_domain.png" in summary
     assert "synthesized rows per stage: s0 0, s1 " in summary
+    assert re.search(r"IFD picks, mean percentile .*: s0 .*, s1 0\.\d\d \(\d+ rows\)", summary)
     assert "trained vs zero-shot student: macro " in summary and "paired bootstrap 95% interval over 6 rows" in summary
     report = run(project, sys.executable, "-m", "baldistill.cli", "report", "workspace", "--out", "rep").stdout
     assert "| workspace | adaptive | s1 |" in report

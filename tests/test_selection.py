@@ -117,11 +117,15 @@ def test_ifd_policies_take_the_top_ifd_rows(tiny_student_dir, policy):
     assert report["rows_scored"] == 5 and report["tokens_generated"] > 0
     assert report["ifd_ge_1"] == sum(v >= 1 for v in ifds)
     assert report["selected_per_domain"] == {"crude": 3, "tin": 2}
+    # The top 3 of 5 scored rows (tin is taken whole, unscored): 5/6, 4/6, 3/6.
+    assert report["ifd_percentile"]["rows"] == 3
+    assert report["ifd_percentile"]["mean"] == pytest.approx((5 + 4 + 3) / 3 / 6, abs=1e-4)
 
 
 def test_zero_quota_domains_cost_nothing(tiny_student_dir):
     rows, report = run(make_params(tiny_student_dir), allocation("adaptive", {"earn": 0, "crude": 0, "tin": 2}))
     assert [r.domain for r in rows] == ["tin", "tin"] and report["rows_scored"] == 0
+    assert report["ifd_percentile"] is None
 
 
 def test_base_marker_dir_scores_like_no_adapter(tiny_student_dir, tmp_path):
@@ -137,6 +141,7 @@ def test_candidates_per_row_bounds_scoring(tiny_student_dir):
     params = make_params(tiny_student_dir, candidates_per_row=2)
     rows, report = run(params, allocation("adaptive", {"earn": 2}))
     assert report["rows_scored"] == 4 and len(rows) == 2
+    assert report["ifd_percentile"]["mean"] == pytest.approx((4 + 3) / 2 / 5, abs=1e-4)
     assert all(math.isfinite(r.meta["ifd"]) or r.meta["ifd"] is None for r in rows)
 
 

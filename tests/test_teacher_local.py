@@ -83,6 +83,10 @@ def test_annotate_with_the_real_local_server():
     assert all(extract_answer(r.rationale, "classification", LABELS) == r.label for r in out)
     assert all("answer is" in r.rationale.lower() for r in out)
     assert report["teacher"]["calls_paid"] == 2 and report["teacher"]["completion_tokens"] > 0
+    # The report carries the server's own speed, read from its log.
+    server = report["teacher"]["server"]
+    assert server["completions"] == 2 and server["generated_tokens"] > 0 and server["generation_tokens_per_s"] > 0
+    assert report["teacher"]["seconds"] > 0
     assert wait_gone(started), "the local server outlived its with-block"
 
 

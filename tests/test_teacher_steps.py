@@ -93,6 +93,26 @@ def test_annotate_mismatches_are_counted_and_handled(policy):
     assert report["teacher"]["calls_budgeted"] == len(rows)
 
 
+def long_winded(key, attempt, body):
+    """Twelve words of reasoning before the answer sentence."""
+    label = re.search(r"The correct topic is (\S+)\.", prompt_of(body)).group(1)
+    # "crude" named in passing, before the cut: not the teacher's answer.
+    return Action(content=f"one two crude four five six seven eight nine ten eleven twelve. The answer is {label}.")
+
+
+@pytest.mark.parametrize("policy", ["keep", "drop"])
+def test_a_rationale_cut_by_max_tokens_is_kept_with_its_answer_sentence(policy):
+    rows = pool_rows(1)
+    with FakeTeacher(long_winded) as server:
+        params = make_params(server.base_url, on_mismatch=policy, max_tokens=8)
+        with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+            out, report = annotate(rows, 0, params.teacher, CHARS, INFO, client)
+    # Cut before its answer: not a mismatch, kept even under "drop", the gold answer sentence appended.
+    assert report["cut_at_max_tokens"] == len(rows) and report["mismatch_total"] == 0
+    cut = "one two crude four five six seven eight"
+    assert [r.rationale for r in out] == [f"{cut} The answer is {r.label}." for r in rows]
+
+
 def test_annotate_refuses_to_go_over_budget_and_sends_nothing():
     rows = pool_rows(2)
     with FakeTeacher() as server:

@@ -104,6 +104,17 @@ def report(experiments, out_dir, baseline, n_boot) -> None:
     click.echo(f"chart: {result['chart']}")
 
 
+def _ifd_percentiles(stage_names: list[str]) -> str:
+    from baldistill.core import layout
+    from baldistill.core.files import read_json
+
+    parts = []
+    for stage in stage_names:
+        got = read_json(layout.StagePaths(stage).report("select")).get("ifd_percentile")
+        parts.append(f"{stage} " + (f"{got['mean']:.2f} ({got['rows']} rows)" if got else "none"))
+    return ", ".join(parts)
+
+
 @main.command()
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 def summary(params_path) -> None:
@@ -133,6 +144,7 @@ def summary(params_path) -> None:
     click.echo(stage_summary(metrics, read_json(last.ledger), rows, paths))
     kept = [read_json(layout.StagePaths(s).report("synthesize"))["kept"] for s in params.stage_names]
     click.echo("synthesized rows per stage: " + ", ".join(f"{s} {n}" for s, n in zip(params.stage_names, kept)))
+    click.echo("IFD picks, mean percentile within their domain (random 0.50): " + _ifd_percentiles(params.stage_names))
     zeroshot = layout.StagePaths(START).predictions
     if zeroshot.exists():
         from baldistill.core.files import read_jsonl

@@ -177,13 +177,17 @@ class FakeTeacher:
 
 
 def completion(body: dict, content: str) -> dict:
+    """A chat completion; a word is a token, and max_tokens cuts the answer as a real server does."""
     prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+    finish, limit = "stop", body.get("max_tokens")
+    if limit is not None and len(content.split()) > limit:
+        content, finish = " ".join(content.split()[:limit]), "length"
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "fake"),
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(content.split()),

@@ -33,7 +33,7 @@ from baldistill.core.policies import policy_spec
 from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
 from baldistill.student.encoding import build_prompt
-from baldistill.student.ifd import IfdScore, is_preferred, rank, score_by_generation
+from baldistill.student.ifd import IfdScore, is_preferred, pick_percentiles, rank, score_by_generation
 from baldistill.student.model import load_student
 
 OPEN = "*open*"  # the group key of active's pool-wide picks
@@ -51,6 +51,8 @@ class _Scorer:
     rows_scored: int = 0
     tokens_generated: int = 0
     scores: dict[str, IfdScore] = field(default_factory=dict)
+    # ifd.pick_percentiles of every row picked by IFD: where it sits in its domain's unused rows
+    percentiles: list[float] = field(default_factory=list)
     _loaded: tuple | None = field(default=None, init=False, repr=False)
 
     def __call__(self, rows: list[Row]) -> None:
@@ -92,6 +94,7 @@ def _candidates(rows: list[Row], k: int, cfg: Select, rng: random.Random) -> lis
 def _top(cands: list[Row], k: int, scorer: _Scorer) -> list[Row]:
     """The k scored candidates `ifd.rank` picks (IFD >= 1 dropped while others remain)."""
     ifds = [scorer.scores[r.id].ifd for r in cands]
+    scorer.percentiles += pick_percentiles(ifds, k, scorer.cfg.drop_ifd_ge_1)
     return [cands[i] for i in rank(ifds, k, scorer.cfg.drop_ifd_ge_1)]
 
 
@@ -184,8 +187,24 @@ def _report(allocation, stage, scorer, chosen, copies, short, seconds, adapter_d
         "ifd_ge_1": sum(s.ifd >= 1.0 for s in scored),
         "ifd_undefined": sum(math.isnan(s.ifd) for s in scored),
         "selected_not_preferred": sum(not is_preferred(s.ifd, drop) for s in picked_scores),
+        "ifd_percentile": _percentile_summary(scorer),
         "tokens_generated": scorer.tokens_generated,
         "seconds": round(seconds, 3),
+    }
+
+
+def _percentile_summary(scorer: _Scorer) -> dict | None:
+    """Mean expected IFD percentile of the IFD picks within their domains' unused
+    rows (random selection: 0.5); None when nothing was picked by IFD."""
+    got = scorer.percentiles
+    if not got:
+        return None
+    per_row = scorer.cfg.candidates_per_row
+    return {
+        "mean": round(sum(got) / len(got), 4),
+        "rows": len(got),
+        "candidates_per_row": per_row,
+        "how": "r/(n+1) of each pick among its domain's n scored candidates (unbiased for a uniform sample)",
     }
 
 

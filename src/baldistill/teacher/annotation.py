@@ -18,6 +18,13 @@ A rationale whose answer agrees but is not stated as "The answer is ..."
 so every training target ends the way the student prompt asks; the report
 counts these as `answer_sentence_added`.
 
+A rationale cut by teacher.max_tokens (finish_reason "length") before its
+answer sentence is not a mismatch: the teacher was stopped, not wrong. It gets
+the answer sentence appended and is kept under either choice; the report
+counts these as `cut_at_max_tokens`. The student keeps only
+student.max_rationale_tokens of a rationale anyway (the answer sentence
+included), so asking the teacher for more than that pays for tokens thrown away.
+
 A policy that does not annotate (random_label) keeps the gold labels only
 (`keep_gold_labels`); its report has the same shape, with zero teacher usage.
 """
@@ -47,10 +54,14 @@ def annotate(
     responses, usage = client.run_batch(requests, desc=f"annotation s{stage}")
     out: list[Row] = []
     mismatches = dict(NO_MISMATCHES)
-    added = 0
+    added = cut = 0
     for row, response in zip(rows, responses, strict=True):
         rationale = response.content.strip()
-        problem = mismatch(rationale, row.label, info)
+        # Cut before its answer sentence, the text may still name some label in passing:
+        # reading that as the teacher's answer would call a stopped teacher wrong.
+        stopped = response.finish_reason == "length" and not ANSWER_SENTENCE.search(rationale)
+        problem = None if stopped else mismatch(rationale, row.label, info)
+        cut += stopped
         if problem:
             mismatches[problem] += 1
             if teacher.on_mismatch == "drop":
@@ -59,7 +70,7 @@ def annotate(
             rationale = f"{rationale} {prompts.answer_format.format(label=row.label)}"
             added += not problem
         out.append(row.with_(rationale=rationale, source="pool", stage=stage))
-    return out, annotation_report(stage, len(rows), len(out), mismatches, teacher.on_mismatch, added, usage)
+    return out, annotation_report(stage, len(rows), len(out), mismatches, teacher.on_mismatch, added, usage, cut)
 
 
 def keep_gold_labels(rows: list[Row], stage: int) -> tuple[list[Row], dict]:
@@ -76,6 +87,7 @@ def annotation_report(
     on_mismatch: str | None,
     added: int,
     usage: Usage,
+    cut: int = 0,
 ) -> dict:
     """The annotate step's report, one shape whether or not the teacher was asked
     (`on_mismatch` is None when it was not)."""
@@ -87,6 +99,7 @@ def annotation_report(
         "mismatch_total": sum(mismatches.values()),
         "on_mismatch": on_mismatch,
         "answer_sentence_added": added,
+        "cut_at_max_tokens": cut,
         "dropped": requested - kept,
         "teacher": usage.as_dict(),
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from baldistill.teacher.budget import CallBudget
 from baldistill.teacher.cache import RequestCache, key_material, request_key
+from baldistill.teacher.server_log import throughput
 from baldistill.teacher.transport import RetryPolicy, Transport
 from baldistill.teacher.usage import Usage
 
@@ -99,11 +101,13 @@ class TeacherClient:
         api_key_env: str = "OPENAI_API_KEY",
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        server_log: Callable[[], str | None] | None = None,
     ):
         self.model, self.cache, self.budget = model, cache, CallBudget(budget)
         self.concurrency, self.timeout, self.price, self.api_key_env = concurrency, timeout, price, api_key_env
         self.retry = RetryPolicy(max_retries, backoff, max_backoff)
         self._connect = connect
+        self._server_log = server_log  # the local server's log so far (None: no such log)
         self.base_url: str | None = None  # None until the first cache miss reached the endpoint
         self._api_key: str | None = None
 
@@ -131,7 +135,11 @@ class TeacherClient:
             bar.update(len(done))
             missing = {key: request for key, request in unique.items() if key not in done}
             if missing:
+                started = time.perf_counter()
                 asyncio.run(self._fetch_all(missing, self._endpoint(), done, usage, bar))
+                usage.seconds = time.perf_counter() - started
+                log = self._server_log() if self._server_log else None
+                usage.server = throughput(log) if log else None
         return [done[key] for key in keys], usage
 
     def export_used(self, path: str | os.PathLike) -> int:

@@ -46,10 +46,11 @@ def open_client(
     with ExitStack() as stack:
         if cache is None:
             cache = stack.enter_context(RequestCache())
+        log_reader: list = []  # the local server's log reader, once it runs
 
         def connect() -> tuple[str, str]:
             """Start (or reach) the endpoint, for the rest of the block."""
-            base_url, _ = stack.enter_context(teacher_endpoint(teacher))
+            base_url, _ = stack.enter_context(teacher_endpoint(teacher, on_log=log_reader.append))
             return base_url, _api_key(teacher, base_url)
 
         yield TeacherClient(
@@ -63,6 +64,7 @@ def open_client(
             price=(teacher.price.input_per_1m, teacher.price.output_per_1m),
             api_key_env=teacher.api_key_env,
             backoff=backoff,
+            server_log=lambda: log_reader[0]() if log_reader else None,
         )
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,14 +33,17 @@ _PR_SET_PDEATHSIG = 1
 
 
 @contextmanager
-def teacher_endpoint(teacher) -> Iterator[tuple[str, str]]:
-    """Yield (base_url, model) for `teacher` (the params.teacher section)."""
+def teacher_endpoint(teacher, on_log: Callable[[Callable[[], str]], None] | None = None) -> Iterator[tuple[str, str]]:
+    """Yield (base_url, model) for `teacher` (the params.teacher section).
+
+    For the local server, `on_log` (if given) receives a function that reads the
+    server's log so far (llama.cpp prints each completion's timings there)."""
     if teacher.base_url != LOCAL:
         yield teacher.base_url, teacher.model
         return
     local = teacher.local
     model_path = assets.path_of(local.model_file)
-    with local_server(model_path, teacher.model, local.threads, local.ctx, local.startup_timeout) as base_url:
+    with local_server(model_path, teacher.model, local.threads, local.ctx, local.startup_timeout, on_log) as base_url:
         yield base_url, teacher.model
 
 
@@ -73,12 +76,23 @@ def server_command(model_path: Path, alias: str, port: int, threads: int, ctx: i
 
 
 @contextmanager
-def local_server(model_path: Path, alias: str, threads: int, ctx: int, startup_timeout: float) -> Iterator[str]:
-    """Run llama_cpp.server on a free loopback port; yield its /v1 base URL."""
+def local_server(
+    model_path: Path,
+    alias: str,
+    threads: int,
+    ctx: int,
+    startup_timeout: float,
+    on_log: Callable[[Callable[[], str]], None] | None = None,
+) -> Iterator[str]:
+    """Run llama_cpp.server on a free loopback port; yield its /v1 base URL.
+    `on_log` gets a reader of the server's log (see teacher_endpoint)."""
     _require_llama_cpp()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    with tempfile.TemporaryFile(mode="w+b") as log, _sigterm_as_exit():
+    with (
+        tempfile.NamedTemporaryFile(mode="w+b", prefix="baldistill-teacher-", suffix=".log") as log,
+        _sigterm_as_exit(),
+    ):
         process = subprocess.Popen(
             server_command(model_path, alias, port, threads, ctx),
             stdin=subprocess.DEVNULL,
@@ -89,6 +103,8 @@ def local_server(model_path: Path, alias: str, threads: int, ctx: int, startup_t
         )
         try:
             _wait_until_ready(process, base_url, startup_timeout, log)
+            if on_log is not None:
+                on_log(lambda: _read_log(log.name))
             yield base_url
         finally:
             stop(process)
@@ -134,11 +150,15 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _read_log(path: str) -> str:
+    # A separate open file: seeking the server's own handle would move its write offset.
+    with open(path, "rb") as handle:
+        return handle.read().decode("utf-8", "replace")
+
+
 def _tail(log, lines: int = 5) -> str:
     """The server's last output lines, joined into one line for the error message."""
-    log.flush()
-    log.seek(0)
-    text = log.read().decode("utf-8", "replace")
+    text = _read_log(log.name)
     last = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     return " | ".join(last) or "(no output)"
 

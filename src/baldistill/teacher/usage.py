@@ -21,7 +21,10 @@ class Usage:
 
     calls_budgeted: distinct requests new to the budget (cache hits included);
     calls_paid: answers fetched from the teacher; cached: answers the cache
-    had; http_attempts and retries: what the paid answers took on the wire.
+    had; http_attempts and retries: what the paid answers took on the wire;
+    seconds: wall time spent fetching them; server: the local llama.cpp
+    server's prompt and generation tokens/s from its log (server_log.py),
+    None for a remote teacher or when nothing was fetched.
     """
 
     calls_budgeted: int = 0
@@ -33,6 +36,8 @@ class Usage:
     completion_tokens: int = 0
     input_per_1m: float = 0.0
     output_per_1m: float = 0.0
+    seconds: float = 0.0
+    server: dict | None = None
 
     @property
     def estimated_cost_usd(self) -> float:
@@ -47,6 +52,7 @@ class Usage:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         price = {"input_per_1m": data.pop("input_per_1m"), "output_per_1m": data.pop("output_per_1m")}
+        data["seconds"] = round(self.seconds, 3)
         return {**data, "estimated_cost_usd": round(self.estimated_cost_usd, 6), "price": price}
 
 
