@@ -33,8 +33,10 @@ def main(stage: str, previous: str) -> None:
         write_rows(here.teacher_responses("annotate"), [])
     write_rows(here.annotated, rows)
     write_json(here.report("annotate"), report)
-    synthesized = read_json(here.report("synthesize"))["teacher"]
-    write_json(here.ledger, add_usage(read_json(layout.StagePaths(previous).ledger), synthesized, report["teacher"]))
+    synthesized = read_json(here.report("synthesize"))
+    earlier = read_json(layout.StagePaths(previous).ledger)
+    ledger = add_usage(earlier, synthesized["teacher"], report["teacher"], rows_synthesized=synthesized["kept"])
+    write_json(here.ledger, ledger)
     print(f"{stage}: annotated {len(rows)} of {len(todo)} rows", file=sys.stderr)
 
 

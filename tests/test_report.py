@@ -52,3 +52,12 @@ def test_mean_per_domain_averages_what_each_run_has():
     merged = mean_per_domain([one, two])
     assert merged["a"] == {"score": 0.75, "spread": statistics.stdev([1.0, 0.5]), "pool_rows": 9, "n": 4}
     assert merged["b"] == {"score": 0.0, "spread": 0.0, "pool_rows": 3, "n": 2}
+
+
+def test_the_run_table_shows_how_the_student_answered_and_how_fast_the_teacher_was():
+    from baldistill.report.experiments import markdown
+
+    run = {**summary("adaptive", 0.25), "answer_sentence_rate": 0.5, "rows_synthesized": 3}
+    run |= {"prompt_tokens_per_s": 75.234, "generation_tokens_per_s": None}
+    table = markdown([run])
+    assert "| adaptive-x | adaptive | s1 | 25.00 | 50.00 | 25.00 | n/a | 104 | 10 | 50.00 | 3 | 75.2 | n/a |" in table

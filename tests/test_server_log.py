@@ -46,3 +46,14 @@ def test_rates_are_tokens_over_seconds(entries):
     assert got["generated_tokens"] == sum(e[1] for e in entries)
     expected = got["generated_tokens"] / gen_s
     assert abs(got["generation_tokens_per_s"] - expected) <= 0.01 + 1e-6 * expected
+
+
+def test_the_ledger_sums_server_time_over_steps_and_stages():
+    from baldistill.teacher.usage import add_usage, empty_ledger
+
+    step = {"calls_paid": 2, "server": throughput(LOG)}
+    once = add_usage(empty_ledger(), step, {"calls_paid": 0, "server": None}, rows_synthesized=3)
+    twice = add_usage(once, step)
+    assert twice["calls_paid"] == 4 and twice["rows_synthesized"] == 3
+    assert twice["server_generated_tokens"] == 28
+    assert twice["generation_tokens_per_s"] == once["generation_tokens_per_s"] == round(14 / 30.86633, 2)

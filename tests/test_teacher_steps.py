@@ -399,4 +399,9 @@ def test_the_steps_write_one_report_shape_whether_or_not_they_call_the_teacher(t
     teacher = asked["synthesize"]["teacher"], asked["annotate"]["teacher"]
     assert asked["ledger"]["calls_budgeted"] == 3 + 2 + 4 and asked["ledger"]["calls_paid"] == 2 + 2 + 4
     assert asked["ledger"]["prompt_tokens"] == sum(t["prompt_tokens"] for t in teacher) > 0
-    assert quiet["ledger"] == {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2}
+    assert asked["ledger"]["rows_synthesized"] == asked["synthesize"]["kept"] == 2
+    # A remote (here: fake) teacher has no server log: no tokens/s, not a made-up one.
+    assert asked["ledger"]["generation_tokens_per_s"] is None and asked["ledger"]["server_generated_tokens"] == 0
+    quiet_ledger = {k: v for k, v in quiet["ledger"].items() if k in empty_ledger()}
+    assert quiet_ledger == {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2}
+    assert quiet["ledger"]["rows_synthesized"] == 0

@@ -29,6 +29,14 @@ from baldistill.report.plots import comparison_chart
 SCORES = ("macro", "micro", "head", "tail")
 CALLS = ("calls_budgeted", "calls_paid")
 COLUMNS = SCORES + CALLS
+# Per run only: how the student answered, what the teacher made, and how fast the
+# machine's local teacher was (runs on machines 2-4x apart are not comparable by wall time).
+RUN_FACTS = {
+    "answer_sentence_rate": "metrics",
+    "rows_synthesized": "teacher",
+    "prompt_tokens_per_s": "teacher",
+    "generation_tokens_per_s": "teacher",
+}
 
 
 def final_stage(row: dict) -> str | None:
@@ -67,6 +75,7 @@ def summarize(row: dict, stage: str) -> dict:
         "stage": stage,
         **{c: row.get(scores + c) for c in SCORES},
         **{c: row.get(ledger + c) for c in CALLS},
+        **{c: row.get((scores if where == "metrics" else ledger) + c) for c, where in RUN_FACTS.items()},
     }
 
 
@@ -79,22 +88,26 @@ def per_domain(rev: str, stage: str, repo: str | None) -> dict[str, dict]:
 
 
 def markdown(summaries: list[dict]) -> str:
-    def cell(value) -> str:
+    def cell(value, column: str = "") -> str:
         if value is None:
             return "n/a"
+        if column.endswith("_per_s"):
+            return f"{value:.1f}"
         return f"{100 * value:.2f}" if isinstance(value, float) and value <= 1 else f"{value:g}"
 
     lines = [
-        "| experiment | policy | stage | macro | micro | head | tail | calls budgeted | calls paid |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| experiment | policy | stage | macro | micro | head | tail | calls budgeted | calls paid "
+        "| answer sentence | synthesized | teacher prompt tok/s | teacher gen tok/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        lines.append(
-            "| "
-            + " | ".join([str(s["experiment"]), str(s["policy"]), s["stage"]] + [cell(s[c]) for c in COLUMNS])
-            + " |"
-        )
-    return "\n".join(lines) + "\n\nScores in percent (F1 or accuracy); head/tail are means of per-domain scores.\n"
+        cells = [cell(s[c]) for c in COLUMNS] + [cell(s.get(c), c) for c in RUN_FACTS]
+        lines.append("| " + " | ".join([str(s["experiment"]), str(s["policy"]), s["stage"], *cells]) + " |")
+    return "\n".join(lines) + (
+        "\n\nScores in percent (F1 or accuracy); head/tail are means of per-domain scores. "
+        "Answer sentence: share of test rows where the student stated its answer itself. "
+        "Teacher tok/s: the local llama.cpp server's, from its log (n/a for a remote teacher or older runs).\n"
+    )
 
 
 def by_policy(summaries: list[dict], items: list | None = None) -> dict[str, list]:

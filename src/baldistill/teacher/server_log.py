@@ -37,8 +37,10 @@ def throughput(log_text: str) -> dict | None:
     return {
         "completions": len(generation),
         "prompt_tokens_evaluated": sum(n for _, n in prompt),
+        "prompt_seconds": round(sum(ms for ms, _ in prompt) / 1000, 3),
         "prompt_tokens_per_s": rate(prompt),
         "generated_tokens": sum(n for _, n in generation),
+        "generation_seconds": round(sum(ms for ms, _ in generation) / 1000, 3),
         "generation_tokens_per_s": rate(generation),
         "source": "llama.cpp server log",
     }

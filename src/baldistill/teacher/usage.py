@@ -13,6 +13,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 LEDGER_FIELDS = ("calls_budgeted", "calls_paid", "prompt_tokens", "completion_tokens", "estimated_cost_usd")
+# Summed from each step's `server` (the local llama.cpp server's log), so a run's
+# teacher speed can be quoted beside its wall time; zero for a remote teacher.
+SERVER_FIELDS = {
+    "server_prompt_tokens": "prompt_tokens_evaluated",
+    "server_prompt_seconds": "prompt_seconds",
+    "server_generated_tokens": "generated_tokens",
+    "server_generation_seconds": "generation_seconds",
+}
 
 
 @dataclass
@@ -57,14 +65,28 @@ class Usage:
 
 
 def empty_ledger() -> dict:
+    """The start stage's ledger (older ledgers without the server and synthesis fields read as zero)."""
     return dict.fromkeys(LEDGER_FIELDS, 0)
 
 
-def add_usage(ledger: dict, *usages: dict) -> dict:
-    """`ledger` plus the teacher usage dicts (`Usage.as_dict()`) of this stage's steps."""
-    total = {name: ledger.get(name, 0) for name in LEDGER_FIELDS}
+def add_usage(ledger: dict, *usages: dict, rows_synthesized: int = 0) -> dict:
+    """`ledger` plus the teacher usage dicts (`Usage.as_dict()`) of this stage's
+    steps and the rows this stage synthesized: every stage so far, summed, with
+    the local server's prompt and generation tokens/s over all of it."""
+    total = {name: ledger.get(name, 0) for name in (*LEDGER_FIELDS, "rows_synthesized", *SERVER_FIELDS)}
+    total["rows_synthesized"] += rows_synthesized
     for usage in usages:
         for name in LEDGER_FIELDS:
             total[name] += usage.get(name, 0)
+        for name, key in SERVER_FIELDS.items():
+            total[name] += (usage.get("server") or {}).get(key, 0)
     total["estimated_cost_usd"] = round(total["estimated_cost_usd"], 6)
+    for name in ("server_prompt_seconds", "server_generation_seconds"):
+        total[name] = round(total[name], 3)
+    total["prompt_tokens_per_s"] = _rate(total["server_prompt_tokens"], total["server_prompt_seconds"])
+    total["generation_tokens_per_s"] = _rate(total["server_generated_tokens"], total["server_generation_seconds"])
     return total
+
+
+def _rate(tokens: int, seconds: float) -> float | None:
+    return round(tokens / seconds, 2) if seconds > 0 else None
