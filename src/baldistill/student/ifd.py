@@ -106,16 +106,15 @@ def rank(ifds: Sequence[float], k: int, drop_ifd_ge_1: bool = True) -> list[int]
     return (preferred + rest)[: max(k, 0)]
 
 
-def pick_percentiles(ifds: Sequence[float], k: int, drop_ifd_ge_1: bool = True) -> list[float]:
+def pick_percentiles(ifds: Sequence[float], k: int) -> list[float]:
     """The expected percentile, within the population the candidates were drawn
-    from, of each of the k rows `rank` picks: r/(n+1), where r is the row's
-    place counted from the bottom of the candidates' preference order and n the
-    candidates. For a uniform random sample of candidates this is unbiased
-    (E[F(X_(r:n))] = r/(n+1)): the top row of c candidates sits at c/(c+1) on
-    average, a random pick at 1/2."""
+    from, of each of the k rows `rank` picks (in pick order): r/(n+1), where r
+    is the row's place counted from the bottom of the n candidates' preference
+    order. It depends only on the places, not on the values. For a uniform
+    random sample of candidates this is unbiased (E[F(X_(r:n))] = r/(n+1)):
+    the top row of c candidates sits at c/(c+1) on average, a random pick at 1/2."""
     n = len(ifds)
-    order = rank(ifds, n, drop_ifd_ge_1)
-    return [(n - place) / (n + 1) for place in range(min(max(k, 0), len(order)))]
+    return [(n - place) / (n + 1) for place in range(min(max(k, 0), n))]
 
 
 # ----------------------------------------------------------------------------- model passes

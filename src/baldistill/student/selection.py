@@ -94,7 +94,7 @@ def _candidates(rows: list[Row], k: int, cfg: Select, rng: random.Random) -> lis
 def _top(cands: list[Row], k: int, scorer: _Scorer) -> list[Row]:
     """The k scored candidates `ifd.rank` picks (IFD >= 1 dropped while others remain)."""
     ifds = [scorer.scores[r.id].ifd for r in cands]
-    scorer.percentiles += pick_percentiles(ifds, k, scorer.cfg.drop_ifd_ge_1)
+    scorer.percentiles += pick_percentiles(ifds, k)
     return [cands[i] for i in rank(ifds, k, scorer.cfg.drop_ifd_ge_1)]
 
 
