@@ -39,9 +39,20 @@ def venv_env() -> dict[str, str]:
     return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 
 
+# A stuck `dvc repro` must fail with what it printed, not stall the suite
+# silently: the slowest one here (the e2e repro) takes about 8 minutes alone.
+COMMAND_TIMEOUT_S = 1800
+
+
 def run(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a command in the venv's environment, plus `env`."""
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env={**venv_env(), **(env or {})})
+    try:
+        result = subprocess.run(
+            args, cwd=cwd, capture_output=True, text=True, env={**venv_env(), **(env or {})}, timeout=COMMAND_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as stuck:
+        out, err = (_text(stuck.stdout), _text(stuck.stderr))
+        raise AssertionError(f"{' '.join(args)} still running after {COMMAND_TIMEOUT_S} s:\n{out}\n{err}") from None
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -61,3 +72,8 @@ def dag_edges(project: Path, target: str | None = None) -> set[tuple[str, str]]:
             left, right = line.rstrip(";").split("->")
             edges.add((left.strip().strip('"'), right.strip().strip('"')))
     return edges
+
+
+def _text(output: str | bytes | None) -> str:
+    # TimeoutExpired carries bytes even when the run asked for text.
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")

@@ -50,7 +50,7 @@ class Data(_Section):
     # scores the same rows, so policies are compared row by row (paired).
     test_seed: int = 0
     # Caps test rows per domain so CPU evaluation stays affordable; null = full test set.
-    test_per_domain: int | None = Field(default=2, ge=1)
+    test_per_domain: int | None = Field(default=20, ge=1)
     # Held out of the pool for tuning training settings (evaluate.split: validation):
     # up to this many rows per domain, never more than a fifth of the domain's rows,
     # so the tail keeps its rows; 0 = no validation split.
