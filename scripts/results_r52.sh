@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue 13's CPU comparison on R52 at the default settings: each policy with
+# each training seed (train.seed; policy.seed stays 0, so intervals cover
+# training variance, not the draw of random rows), one test set, one teacher
+# cache. Resumable: an experiment that already exists is skipped, and what a
+# stopped run paid is kept by the teacher cache and DVC's run cache.
+#
+#   bash scripts/results_r52.sh                  # all 4 policies x 3 seeds
+#   SEEDS=0 POLICIES="random adaptive" bash scripts/results_r52.sh
+#
+# Each finished run appends "name, commit, wall seconds, finished at" to $LOG;
+# `baldistill report` adds the teacher's tokens/s from each run's ledger.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BALDISTILL_TEACHER_CACHE=${BALDISTILL_TEACHER_CACHE:-$PWD/.baldistill/teacher-cache}
+# Run this checkout's code even where the venv's editable install points elsewhere.
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+LOG=${LOG:-docs/results/r52_runs.tsv}
+SEEDS=${SEEDS:-"0 1 2"}
+POLICIES=${POLICIES:-"adaptive random naive duplicate"}
+
+for seed in $SEEDS; do
+  for policy in $POLICIES; do
+    name=r52-$policy-seed$seed
+    if dvc exp list --all-commits --name-only 2>/dev/null | grep -qx "$name"; then
+      echo "$name: exists, skipped"
+      continue
+    fi
+    start=$(date +%s)
+    dvc exp run --temp -n "$name" -S policy.name="$policy" -S train.seed="$seed"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$(git rev-parse --short HEAD)" "$(($(date +%s) - start))" \
+      "$(date -u +%FT%TZ)" >>"$LOG"
+  done
+done
