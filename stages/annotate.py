@@ -13,8 +13,8 @@ from baldistill.core.policies import policy_spec
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
 from baldistill.teacher.annotation import annotate, keep_gold_labels
-from baldistill.teacher.endpoint import open_client
-from baldistill.teacher.usage import add_usage
+from baldistill.teacher.endpoint import open_client, step_payer
+from baldistill.teacher.usage import add_usage, usd_paid
 
 
 @stage_command("stage", "previous")
@@ -23,21 +23,30 @@ def main(stage: str, previous: str) -> None:
     here = layout.StagePaths(stage)
     k = stage_index(stage)
     todo = [r for r in read_rows(here.selected) if r.source != "duplicate"]
+    synthesized = read_json(here.report("synthesize"))
+    earlier = read_json(layout.StagePaths(previous).ledger)
     if policy_spec(params.policy.name).annotates:
         info = DatasetInfo.load(layout.INFO)
-        with open_client(params.teacher, budget=len(todo)) as client:
+        spent = usd_paid(earlier) + usd_paid(synthesized["teacher"])
+        cap = {"max_usd": params.budget.max_usd, "spent_usd": spent, "payer": step_payer("annotate", stage)}
+        with open_client(params.teacher, budget=len(todo), **cap) as client:
             rows, report = annotate(todo, k, params.teacher, params.data.max_input_chars, info, client)
             client.export_used(here.teacher_responses("annotate"))
+            write_outputs(here, rows, report, earlier, synthesized)
     else:
         rows, report = keep_gold_labels(todo, k)
         write_rows(here.teacher_responses("annotate"), [])
+        write_outputs(here, rows, report, earlier, synthesized)
+    print(f"{stage}: annotated {len(rows)} of {len(todo)} rows", file=sys.stderr)
+
+
+def write_outputs(here: layout.StagePaths, rows: list, report: dict, earlier: dict, synthesized: dict) -> None:
+    # Written before the client closes its payments: a kill before this point
+    # leaves them open, and the re-run counts them as this run's (cache.py).
     write_rows(here.annotated, rows)
     write_json(here.report("annotate"), report)
-    synthesized = read_json(here.report("synthesize"))
-    earlier = read_json(layout.StagePaths(previous).ledger)
     ledger = add_usage(earlier, synthesized["teacher"], report["teacher"], rows_synthesized=synthesized["kept"])
     write_json(here.ledger, ledger)
-    print(f"{stage}: annotated {len(rows)} of {len(todo)} rows", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from baldistill.core.files import read_json, write_json
 from baldistill.core.params import load_params, stage_index
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
-from baldistill.teacher.endpoint import open_client
+from baldistill.teacher.endpoint import open_client, step_payer
 from baldistill.teacher.synthesis import synthesize, with_earlier_rationales
+from baldistill.teacher.usage import usd_paid
 
 
 @stage_command("stage", "previous")
@@ -24,12 +25,15 @@ def main(stage: str, previous: str) -> None:
     pool = with_earlier_rationales(read_rows(layout.POOL), read_rows(layout.StagePaths(previous).train_set))
     info, k = DatasetInfo.load(layout.INFO), stage_index(stage)
     teacher, seed, max_input_chars = params.teacher, params.policy.seed, params.data.max_input_chars
-    with open_client(teacher, budget=sum(quota.values())) as client:
+    spent = usd_paid(read_json(layout.StagePaths(previous).ledger))  # by the run's earlier stages
+    cap = {"max_usd": params.budget.max_usd, "spent_usd": spent, "payer": step_payer("synthesize", stage)}
+    with open_client(teacher, budget=sum(quota.values()), **cap) as client:
         held_out = [r.input for path in (layout.TEST, layout.VALIDATION) for r in read_rows(path)]
         rows, report = synthesize(pool, quota, k, teacher, seed, max_input_chars, info, client, held_out)
         client.export_used(here.teacher_responses("synthesize"))
-    write_rows(here.synthetic, rows)
-    write_json(here.report("synthesize"), report)
+        # Inside the block: its payments close only once the outputs are written (cache.py).
+        write_rows(here.synthetic, rows)
+        write_json(here.report("synthesize"), report)
     print(f"{stage}: {len(rows)} synthetic rows from {report['requested']} teacher calls", file=sys.stderr)
 
 

@@ -31,12 +31,12 @@ def required_only(model: type[BaseModel], values: dict) -> dict:
     kept = {}
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        if field.is_required():
-            kept[name] = values[name]
-        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             inner = required_only(annotation, values[name])
-            if inner:
+            if inner or field.is_required():
                 kept[name] = inner
+        elif field.is_required():
+            kept[name] = values[name]
     return kept
 
 

@@ -19,6 +19,7 @@ from baldistill.core.layout import StagePaths
 from baldistill.core.rows import Row, read_rows, write_rows
 from baldistill.teacher.annotation import annotate, keep_gold_labels
 from baldistill.teacher.endpoint import open_client
+from baldistill.teacher.spending import Price, worst_case_usd
 from baldistill.teacher.synthesis import synthesize, with_earlier_rationales
 from baldistill.teacher.usage import empty_ledger
 
@@ -340,8 +341,11 @@ def test_synthesis_with_no_quota_has_the_same_report_shape_and_reaches_no_endpoi
 STAGES = Path(__file__).resolve().parents[1] / "stages"
 
 
-def run_teacher_steps(work: Path, base_url: str, policy: str, synthetic: dict[str, int]) -> dict:
-    """Run stages/synthesize.py and stages/annotate.py for s0 in `work`; returns their outputs."""
+def run_teacher_steps(
+    work: Path, base_url: str, policy: str, synthetic: dict[str, int], max_usd: float | None = None, spent: float = 0.0
+) -> dict:
+    """Run stages/synthesize.py and stages/annotate.py for s0 in `work` (the run's earlier
+    stages having paid `spent` dollars); returns their outputs, or the failed step's stderr."""
     pool = pool_rows(3)
     write_rows(work / "data/prepared/pool.jsonl", pool)
     write_rows(work / "data/prepared/test.jsonl", [])
@@ -350,10 +354,11 @@ def run_teacher_steps(work: Path, base_url: str, policy: str, synthetic: dict[st
     here, start = StagePaths("s0"), StagePaths("start")
     write_json(work / here.allocation, {"synthetic": synthetic})
     write_rows(work / here.selected, [*pool[::4], pool[0].with_(id="copy", source="duplicate")])
-    write_json(work / start.ledger, {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2})
+    write_json(work / start.ledger, {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2, "usd_paid": spent})
     write_rows(work / start.train_set, [])
     params = make_params(base_url, concurrency=1, price={"input_per_1m": 1.0, "output_per_1m": 2.0}).model_dump()
     params["policy"]["name"] = policy
+    params["budget"]["max_usd"] = max_usd
     (work / "params.yaml").write_text(json.dumps(params))
     env = {**os.environ, "TQDM_DISABLE": "1"}
     for script, *args in (("synthesize.py", "s0", "start"), ("annotate.py", "s0", "start")):
@@ -365,7 +370,8 @@ def run_teacher_steps(work: Path, base_url: str, policy: str, synthetic: dict[st
             text=True,
             timeout=120,
         )
-        assert done.returncode == 0, done.stderr
+        if done.returncode != 0:
+            return {"failed": script, "returncode": done.returncode, "stderr": done.stderr}
     return {
         "synthesize": read_json(work / here.report("synthesize")),
         "annotate": read_json(work / here.report("annotate")),
@@ -387,6 +393,7 @@ def test_the_steps_write_one_report_shape_whether_or_not_they_call_the_teacher(t
 
     with FakeTeacher(plan) as server:
         asked = run_teacher_steps(tmp_path / "asked", server.base_url, "adaptive", {"ship": 2, "crude": 0})
+        assert "failed" not in asked, asked
         n_asked = len(server.seen)
         quiet = run_teacher_steps(tmp_path / "quiet", server.base_url, "random_label", {"ship": 0})
     assert n_asked == 2 + 4 and len(server.seen) == n_asked  # random_label and a zero quota call nobody
@@ -405,3 +412,33 @@ def test_the_steps_write_one_report_shape_whether_or_not_they_call_the_teacher(t
     quiet_ledger = {k: v for k, v in quiet["ledger"].items() if k in empty_ledger()}
     assert quiet_ledger == {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2}
     assert quiet["ledger"]["rows_synthesized"] == 0
+
+
+def test_the_dollar_cap_stops_a_step_with_one_line_and_nothing_written(tmp_path, monkeypatch):
+    """budget.max_usd counts what the run's earlier stages paid: one cap lets annotate
+    through when nothing was spent before, and refuses it, before anything is sent and
+    with nothing written, when earlier stages left less than a request's worst case."""
+    with FakeTeacher() as server:
+        free = run_teacher_steps(tmp_path / "free", server.base_url, "adaptive", {"ship": 0})
+        worst = [
+            worst_case_usd(r["request"]["messages"], r["request"]["max_tokens"], Price(1.0, 2.0))
+            for r in free["responses"]["annotate"]
+        ]
+        cap = 1.5 * max(worst)
+        monkeypatch.setenv("BALDISTILL_TEACHER_CACHE", str(tmp_path / "cache-fits"))
+        fits = run_teacher_steps(tmp_path / "fits", server.base_url, "adaptive", {"ship": 0}, cap)
+        seen = len(server.seen)
+        monkeypatch.setenv("BALDISTILL_TEACHER_CACHE", str(tmp_path / "cache-capped"))
+        spent = cap - 0.5 * min(worst)
+        capped = run_teacher_steps(tmp_path / "capped", server.base_url, "adaptive", {"ship": 0}, cap, spent)
+        sent_capped = len(server.seen) - seen
+    assert free["annotate"]["teacher"]["usd_paid"] > 0
+    assert free["ledger"]["usd_paid"] == pytest.approx(free["annotate"]["teacher"]["usd_paid"])
+    # Real costs settle far below the worst cases, so the cap of 1.5 worst cases pays all four.
+    assert "failed" not in fits and fits["annotate"]["teacher"]["calls_paid"] == 4
+    assert fits["ledger"]["usd_paid"] <= cap
+    assert capped["failed"] == "annotate.py" and capped["returncode"] == 2 and sent_capped == 0
+    lines = capped["stderr"].strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: budget.max_usd: 4 of 4 teacher request(s) not answered")
+    here = tmp_path / "capped"
+    assert not (here / StagePaths("s0").annotated).exists() and not (here / StagePaths("s0").ledger).exists()

@@ -75,6 +75,9 @@ class Data(_Section):
 
 class Budget(_Section):
     total: int = Field(ge=1, description="B: the most teacher calls the whole run may make")
+    # A hard cap in dollars on what the whole run pays the teacher (None: none).
+    # Each request reserves its worst case before it is sent (teacher/spending.py).
+    max_usd: float | None = Field(default=None, ge=0)
 
 
 class Policy(_Section):
@@ -87,6 +90,8 @@ class Policy(_Section):
 class Price(_Section):
     input_per_1m: float = Field(default=0.0, ge=0)
     output_per_1m: float = Field(default=0.0, ge=0)
+    # The Batch API's price as a share of the synchronous one (OpenAI: half).
+    batch_factor: float = Field(default=0.5, gt=0, le=1)
 
 
 class LocalServer(_Section):

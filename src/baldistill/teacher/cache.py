@@ -14,6 +14,13 @@ The key is the sha256 of the canonical JSON (sorted keys) of the request:
 model, messages, temperature, max_tokens, and the `sample` index for sampled
 (temperature > 0) requests only, since greedy requests are deterministic and
 should share one answer. The base URL and API key are never part of an entry.
+
+Beside the answers, the `spend` table journals every answer paid for: which
+run step paid (its `payer`), the server's token counts and the dollars at
+teacher.price, in the same transaction as the answer itself. A payment stays
+"open" until the step that made it finishes; a step killed and run again
+finds its own open payments and counts them as paid by it, not as cache hits,
+so money is neither forgotten nor counted twice (spending.py, client.py).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +48,34 @@ CREATE TABLE IF NOT EXISTS entries (
     request TEXT NOT NULL,
     response TEXT NOT NULL,
     created REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS spend (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    payer TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    usd REAL NOT NULL,
+    open INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spend_payer ON spend (payer, open);
 """
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One answer paid for: by which step (`payer`), its tokens and dollars."""
+
+    payer: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    usd: float
+
+    def row(self) -> tuple:
+        return (self.payer, self.model, self.prompt_tokens, self.completion_tokens, self.usd)
 
 
 def canonical_json(obj: Any) -> str:
@@ -105,7 +139,7 @@ class RequestCache:
                     raise
                 time.sleep(0.02)
         db.execute("PRAGMA synchronous=FULL")
-        db.execute(_SCHEMA)
+        db.executescript(_SCHEMA)
         return db
 
     @property
@@ -133,14 +167,46 @@ class RequestCache:
             row = self._conn.execute("SELECT response FROM entries WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def put(self, key: str, request: dict, response: dict) -> bool:
-        """Store durably (fsynced commit); returns False if the key was already there."""
+    def put(self, key: str, request: dict, response: dict, payment: Payment | None = None) -> bool:
+        """Store durably (fsynced commit), with its payment if it was paid for, in one
+        transaction; returns False if the key was already there (the payment is still
+        journalled: it was paid)."""
+        now = time.time()
         with self._lock:
-            cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO entries (key, request, response, created) VALUES (?, ?, ?, ?)",
-                (key, canonical_json(request), canonical_json(response), time.time()),
-            )
+            db = self._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO entries (key, request, response, created) VALUES (?, ?, ?, ?)",
+                    (key, canonical_json(request), canonical_json(response), now),
+                )
+                if payment is not None:
+                    db.execute(
+                        "INSERT INTO spend (key, payer, model, prompt_tokens, completion_tokens, usd, open, created)"
+                        " VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                        (key, *payment.row(), now),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         return cursor.rowcount == 1
+
+    def open_payments(self, payer: str, keys: Iterable[str]) -> dict[str, Payment]:
+        """Payments `payer` made for `keys` that its step has not yet closed (a killed run's)."""
+        wanted = set(keys)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key, payer, model, prompt_tokens, completion_tokens, usd FROM spend"
+                " WHERE payer = ? AND open = 1",
+                (payer,),
+            ).fetchall()
+        return {row[0]: Payment(*row[1:]) for row in rows if row[0] in wanted}
+
+    def close_payments(self, payer: str) -> None:
+        """`payer`'s step finished: a later run of it paid nothing of this."""
+        with self._lock:
+            self._conn.execute("UPDATE spend SET open = 0 WHERE payer = ? AND open = 1", (payer,))
 
     def __len__(self) -> int:
         with self._lock:

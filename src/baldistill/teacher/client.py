@@ -3,10 +3,12 @@
 `run_batch(requests, desc) -> (responses, usage)` answers a batch in order.
 The batch's distinct requests are reserved against the budget first (all or
 nothing, before anything is sent: budget.py); cache hits return at once;
-misses go to the teacher `concurrency` at a time (transport.py), and each
-answer is stored durably in the cache before it counts as done, so a killed
-step loses no paid answer and a re-run resumes. `usage` is what this batch
-did (usage.py).
+misses go to the teacher `concurrency` at a time (transport.py), each after
+reserving its worst-case cost under the dollar cap (spending.py), and each
+answer is stored durably in the cache, with its payment journalled, before
+it counts as done, so a killed step loses no paid answer and a re-run
+resumes (and counts what its killed run paid as paid, once). `usage` is what
+this batch did (usage.py).
 
 The endpoint is reached only at the first cache miss (`connect`), so a run
 answered wholly from the cache starts no server and needs no key. Stage
@@ -24,8 +26,9 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from baldistill.teacher.budget import CallBudget
-from baldistill.teacher.cache import RequestCache, key_material, request_key
+from baldistill.teacher.cache import Payment, RequestCache, key_material, request_key
 from baldistill.teacher.server_log import throughput
+from baldistill.teacher.spending import DollarCap, Price, worst_case_usd
 from baldistill.teacher.transport import RetryPolicy, Transport
 from baldistill.teacher.usage import Usage
 
@@ -102,9 +105,16 @@ class TeacherClient:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         server_log: Callable[[], str | None] | None = None,
+        cap: DollarCap | None = None,
+        payer: str | None = None,
     ):
         self.model, self.cache, self.budget = model, cache, CallBudget(budget)
-        self.concurrency, self.timeout, self.price, self.api_key_env = concurrency, timeout, price, api_key_env
+        self.concurrency, self.timeout, self.price, self.api_key_env = concurrency, timeout, Price(*price), api_key_env
+        # The dollar cap (none by default) and who pays: the run step, so that a
+        # re-run of a killed step can tell its own earlier payments (cache.py);
+        # None: an anonymous client, whose payments no later client claims.
+        self.cap, self.payer = cap or DollarCap(None), payer
+        self._paid_keys: set[str] = set()  # counted as paid by this client: never again
         self.retry = RetryPolicy(max_retries, backoff, max_backoff)
         self._connect = connect
         self._server_log = server_log  # the local server's log so far (None: no such log)
@@ -125,7 +135,7 @@ class TeacherClient:
         cancelled; answers already stored stay stored, so a re-run resumes).
         """
         keys = [self.key(request) for request in requests]
-        usage = Usage(input_per_1m=self.price[0], output_per_1m=self.price[1])
+        usage = Usage(input_per_1m=self.price.input_per_1m, output_per_1m=self.price.output_per_1m)
         usage.calls_budgeted = self.budget.reserve(keys)
         unique = dict(zip(keys, requests, strict=True))
         if not unique:
@@ -146,13 +156,29 @@ class TeacherClient:
         """Write every cache entry this client used, in first-use order, as JSONL (a DVC output)."""
         return self.cache.export_jsonl(path, self.budget.used_keys)
 
+    def close_payments(self) -> None:
+        """The step's outputs are written: what it paid is settled for good (a later run pays anew)."""
+        if self.payer is not None:
+            self.cache.close_payments(self.payer)
+
     def _from_cache(self, unique: dict[str, Request], usage: Usage) -> dict[str, Response]:
+        """Cache hits; those this step paid for in a run that was killed count as paid, not cached."""
+        own = {}
+        if self.payer is not None:
+            own = {k: p for k, p in self.cache.open_payments(self.payer, unique).items() if k not in self._paid_keys}
+        self._paid_keys.update(own)
         done = {}
         for key in unique:
             hit = self.cache.get(key)
-            if hit is not None:
-                done[key] = Response.of(key, hit, cached=True)
+            if hit is None:
+                continue
+            done[key] = Response.of(key, hit, cached=key not in own)
+            if key in own:
+                usage.paid(hit, own[key].usd)
+                self.cap.spent += own[key].usd
+            else:
                 usage.cached += 1
+                usage.used(self.price.cost(int(hit.get("prompt_tokens", 0)), int(hit.get("completion_tokens", 0))))
         return done
 
     def _endpoint(self) -> tuple[str, str]:
@@ -173,9 +199,12 @@ class TeacherClient:
             retry=self.retry,
             api_key_env=self.api_key_env,
         )
+        room = asyncio.Condition()  # woken when a reservation settles: a waiting request may now fit
+        self._asking, self._claimed = len(missing), usage.calls_paid  # for the cap's refusal message
         async with transport:
             tasks = [
-                asyncio.ensure_future(self._fetch(transport, key, request, usage)) for key, request in missing.items()
+                asyncio.ensure_future(self._fetch(transport, key, request, usage, room))
+                for key, request in missing.items()
             ]
             try:
                 for finished in asyncio.as_completed(tasks):
@@ -188,12 +217,33 @@ class TeacherClient:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
 
-    async def _fetch(self, transport: Transport, key: str, request: Request, usage: Usage) -> Response:
-        answer = await transport.ask(request.body(self.model), usage)
-        # The fsynced write runs in a worker thread so it does not stall the event
-        # loop (and every other call in flight); the call still counts as done only
-        # once its answer is on disk, and a cancelled wait does not cancel the write.
-        if not await asyncio.to_thread(self.cache.put, key, request.material(self.model), answer):
+    async def _fetch(
+        self, transport: Transport, key: str, request: Request, usage: Usage, room: asyncio.Condition
+    ) -> Response:
+        worst = worst_case_usd(request.messages, request.max_tokens, self.price)
+        async with room:
+            while not self.cap.reserve(worst):
+                if not self.cap.holding:  # nothing in flight can free room
+                    raise self.cap.refusal(worst, usage.calls_paid - self._claimed, self._asking)
+                await room.wait()
+        try:
+            answer = await transport.ask(request.body(self.model), usage)
+        except BaseException:
+            self.cap.release(worst)
+            async with room:
+                room.notify_all()
+            raise
+        cost = self.price.cost(answer["prompt_tokens"], answer["completion_tokens"])
+        payment = Payment(self.payer or "", self.model, answer["prompt_tokens"], answer["completion_tokens"], cost)
+        # The answer and its payment are on disk before the reservation is settled:
+        # until then no other request can be refused (and the batch torn down) with
+        # this paid answer still in memory. The fsynced write runs in a worker thread
+        # so it does not stall the event loop; a cancelled wait does not cancel it.
+        if not await asyncio.to_thread(self.cache.put, key, request.material(self.model), answer, payment):
             answer = self.cache.get(key) or answer  # another process stored one first: it wins
-        usage.paid(answer)
+        usage.paid(answer, cost)
+        self._paid_keys.add(key)
+        self.cap.settle(worst, cost)
+        async with room:
+            room.notify_all()
         return Response.of(key, answer, cached=False)

@@ -11,6 +11,12 @@ answered wholly from the cache starts no server and needs no key:
         rows, report = annotate(rows, stage, params.teacher, params.data.max_input_chars, info, client)
         client.export_used(here.teacher_responses("annotate"))
 
+`max_usd` (budget.max_usd) caps dollars over the whole run; `spent_usd` is
+what the run's earlier steps paid, and `payer` names this run step (see
+`step_payer`) so that its payments are journalled with the answers and a
+re-run of a killed step counts them once. They are closed, for good, when
+the block exits without an error: write the step's outputs inside it.
+
 The API key comes only from the environment variable named by
 teacher.api_key_env and lives only in the client and its SDK object; it is
 never stored in the cache, a report, a log line, an error message or a repr.
@@ -28,14 +34,29 @@ from baldistill.core.params import Teacher
 from baldistill.teacher.cache import RequestCache
 from baldistill.teacher.client import TeacherClient
 from baldistill.teacher.server import LOCAL, teacher_endpoint
+from baldistill.teacher.spending import DollarCap
 
 LOCAL_KEY = "sk-local-no-key"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
+def step_payer(step: str, stage: str) -> str:
+    """Who pays for a step's answers: the repository, the DVC experiment (its name
+    survives a re-run of a killed `dvc exp run -n NAME`), and the step."""
+    root = os.environ.get("DVC_ROOT") or os.getcwd()
+    return f"{root}|{os.environ.get('DVC_EXP_NAME') or 'workspace'}|{step}@{stage}"
+
+
 @contextmanager
 def open_client(
-    teacher: Teacher, budget: int, *, cache: RequestCache | None = None, backoff: float = 0.5
+    teacher: Teacher,
+    budget: int,
+    *,
+    cache: RequestCache | None = None,
+    backoff: float = 0.5,
+    max_usd: float | None = None,
+    spent_usd: float = 0.0,
+    payer: str | None = None,
 ) -> Iterator[TeacherClient]:
     """A TeacherClient allowed `budget` distinct calls, reaching the endpoint at its first cache miss.
 
@@ -53,7 +74,7 @@ def open_client(
             base_url, _ = stack.enter_context(teacher_endpoint(teacher, on_log=log_reader.append))
             return base_url, _api_key(teacher, base_url)
 
-        yield TeacherClient(
+        client = TeacherClient(
             connect=connect,
             model=teacher.model,
             cache=cache,
@@ -65,7 +86,11 @@ def open_client(
             api_key_env=teacher.api_key_env,
             backoff=backoff,
             server_log=lambda: log_reader[0]() if log_reader else None,
+            cap=DollarCap(max_usd, spent_usd),
+            payer=payer,
         )
+        yield client
+        client.close_payments()
 
 
 def _api_key(teacher: Teacher, base_url: str) -> str:

@@ -12,7 +12,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-LEDGER_FIELDS = ("calls_budgeted", "calls_paid", "prompt_tokens", "completion_tokens", "estimated_cost_usd")
+# usd_paid: what this run paid, at teacher.price (estimated_cost_usd: its older name, kept
+# for ledgers read by older reports); usd_budgeted: what every answer the run used cost
+# whoever paid it (cache hits included), the dollar twin of calls_budgeted.
+LEDGER_FIELDS = (
+    "calls_budgeted",
+    "calls_paid",
+    "prompt_tokens",
+    "completion_tokens",
+    "estimated_cost_usd",
+    "usd_budgeted",
+    "usd_paid",
+)
 # Summed from each step's `server` (the local llama.cpp server's log), so a run's
 # teacher speed can be quoted beside its wall time; zero for a remote teacher.
 SERVER_FIELDS = {
@@ -46,21 +57,30 @@ class Usage:
     output_per_1m: float = 0.0
     seconds: float = 0.0
     server: dict | None = None
+    usd_budgeted: float = 0.0
+    usd_paid: float = 0.0
 
     @property
     def estimated_cost_usd(self) -> float:
         return (self.prompt_tokens * self.input_per_1m + self.completion_tokens * self.output_per_1m) / 1e6
 
-    def paid(self, answer: dict) -> None:
-        """Count one answer fetched from the teacher."""
+    def paid(self, answer: dict, usd: float = 0.0) -> None:
+        """Count one answer this run paid the teacher for (`usd` at teacher.price)."""
         self.calls_paid += 1
         self.prompt_tokens += answer["prompt_tokens"]
         self.completion_tokens += answer["completion_tokens"]
+        self.usd_paid += usd
+        self.usd_budgeted += usd
+
+    def used(self, usd: float) -> None:
+        """Count one answer the cache had (paid by someone else): used, not paid."""
+        self.usd_budgeted += usd
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         price = {"input_per_1m": data.pop("input_per_1m"), "output_per_1m": data.pop("output_per_1m")}
         data["seconds"] = round(self.seconds, 3)
+        data["usd_budgeted"], data["usd_paid"] = round(self.usd_budgeted, 6), round(self.usd_paid, 6)
         return {**data, "estimated_cost_usd": round(self.estimated_cost_usd, 6), "price": price}
 
 
@@ -80,12 +100,18 @@ def add_usage(ledger: dict, *usages: dict, rows_synthesized: int = 0) -> dict:
             total[name] += usage.get(name, 0)
         for name, key in SERVER_FIELDS.items():
             total[name] += (usage.get("server") or {}).get(key, 0)
-    total["estimated_cost_usd"] = round(total["estimated_cost_usd"], 6)
+    for name in ("estimated_cost_usd", "usd_budgeted", "usd_paid"):
+        total[name] = round(total[name], 6)
     for name in ("server_prompt_seconds", "server_generation_seconds"):
         total[name] = round(total[name], 3)
     total["prompt_tokens_per_s"] = _rate(total["server_prompt_tokens"], total["server_prompt_seconds"])
     total["generation_tokens_per_s"] = _rate(total["server_generated_tokens"], total["server_generation_seconds"])
     return total
+
+
+def usd_paid(usage_or_ledger: dict) -> float:
+    """Dollars paid, from a Usage dict or a ledger (older ones only have estimated_cost_usd)."""
+    return float(usage_or_ledger.get("usd_paid", usage_or_ledger.get("estimated_cost_usd", 0.0)))
 
 
 def _rate(tokens: int, seconds: float) -> float | None:
