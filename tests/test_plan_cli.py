@@ -8,6 +8,7 @@ import pytest
 
 from baldistill.core.allocation import make_plan
 from baldistill.core.policies import POLICY_NAMES as POLICIES
+from baldistill.teacher.plan_costs import NEED_POOL
 
 
 def run_plan(*args, cwd=None):
@@ -25,9 +26,12 @@ def counts_file(tmp_path):
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_machine_form_for_every_policy(counts_file, policy):
-    result = run_plan("--counts", str(counts_file), "--budget", "40", "--stages", "3", "--policy", policy, "--json")
+    args = ("--counts", str(counts_file), "--budget", "40", "--stages", "3", "--policy", policy, "--json")
+    result = run_plan(*args, cwd=counts_file.parent)
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
+    # No prepared pool in this folder: calls only (tokens: tests/test_plan_cost.py).
+    assert plan.pop("teacher_cost") == {"available": False, "reason": NEED_POOL}
     assert {"budget", "stages", "policy", "teacher_calls", "per_stage"} <= set(plan)
     assert (plan["budget"], plan["stages"], plan["policy"]) == (40, 3, policy)
     assert [r["stage"] for r in plan["per_stage"]] == [0, 1, 2]

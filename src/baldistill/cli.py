@@ -39,15 +39,17 @@ def main() -> None:
 @click.option("--stages", type=int, help="K: number of stages (default: len(stages))")
 @click.option("--policy", help="balancing policy (default: policy.name)")
 @click.option("--json", "as_json", is_flag=True, help="print the machine-readable plan")
-def plan(params_path, counts_path, budget, stages, policy, as_json) -> None:
+@click.option("--no-tokens", is_flag=True, help="skip counting tokens and dollars (about 1 s per 1,000 pool rows)")
+def plan(params_path, counts_path, budget, stages, policy, as_json, no_tokens) -> None:
     """Per-stage quotas, head/tail domains, rows taken and synthesized, and
-    teacher calls, computed without calling anything."""
+    teacher calls, computed without calling anything; with the prepared pool,
+    each step's prompt and completion tokens and their dollars at teacher.price."""
     from baldistill.core import layout
     from baldistill.core.allocation import make_plan
     from baldistill.core.params import Policy
-    from baldistill.core.plan import render_plan
+    from baldistill.core.plan import render_costs, render_plan
 
-    seed, schedule = 0, Policy().adaptive_schedule
+    seed, schedule, params = 0, Policy().adaptive_schedule, None
     if None in (budget, stages, policy) or counts_path is None:
         from baldistill.core.params import load_params
 
@@ -58,7 +60,18 @@ def plan(params_path, counts_path, budget, stages, policy, as_json) -> None:
         seed, schedule = params.policy.seed, params.policy.adaptive_schedule
     counts = _read_counts(Path(counts_path) if counts_path else layout.COUNTS)
     result = make_plan(counts, budget, stages, policy, seed=seed, schedule=schedule)
-    click.echo(json.dumps(result) if as_json else render_plan(result, counts))
+    result["teacher_cost"] = _teacher_cost(result, counts, params, params_path, not no_tokens)
+    click.echo(
+        json.dumps(result) if as_json else f"{render_plan(result, counts)}\n\n{render_costs(result['teacher_cost'])}"
+    )
+
+
+def _teacher_cost(plan: dict, counts: dict[str, int], params, params_path: str, count: bool) -> dict:
+    if not count:
+        return {"available": False, "reason": "--no-tokens was given"}
+    from baldistill.teacher.plan_costs import forecast
+
+    return forecast(plan, counts, params, params_path)
 
 
 def _read_counts(path: Path) -> dict[str, int]:

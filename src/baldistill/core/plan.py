@@ -30,3 +30,66 @@ def render_plan(plan: dict, counts: Mapping[str, int]) -> str:
                     f"  {alloc['synthetic'][d]:>5}"
                 )
     return "\n".join(lines)
+
+
+_COLUMNS = (
+    ("stage", 5),
+    ("step", 10),
+    ("calls", 6),
+    ("prompt tokens", 21),
+    ("completion max", 15),
+    ("expected", 10),
+    ("USD sync max", 13),
+    ("expected", 10),
+    ("USD batch max", 14),
+    ("expected", 10),
+)
+
+
+def render_costs(cost: dict) -> str:
+    """The plan's teacher tokens and dollars, per stage and step, then the run's total."""
+    if not cost["available"]:
+        return f"teacher tokens and dollars: not counted; {cost['reason']}"
+    price = cost["price"]
+    lines = [
+        f"teacher tokens and dollars ({cost['counting']}; USD {price['input_per_1m']:g} in / "
+        f"{price['output_per_1m']:g} out per 1M tokens, batch = {price['batch_factor']:g} x sync)",
+        "  " + "  ".join(name.rjust(width) if i > 1 else name.ljust(width) for i, (name, width) in enumerate(_COLUMNS)),
+    ]
+    for stage in cost["per_stage"]:
+        lines += [_cost_row(str(stage["stage"]), step, stage[step]) for step in ("synthesize", "annotate")]
+    lines.append(_cost_row("total", "", cost["total"]))
+    lines.append(
+        "  expected completion per call: " + "; ".join(_source(s, e) for s, e in cost["expected_completion"].items())
+    )
+    lines += [f"  note: {note}" for note in cost["notes"]]
+    return "\n".join(lines)
+
+
+def _cost_row(stage: str, step: str, cost: dict) -> str:
+    prompt, completion, usd = cost["prompt_tokens"], cost["completion_tokens"], cost["usd"]
+    tokens = f"{prompt['min']:,}" if prompt["exact"] else f"{prompt['min']:,}-{prompt['max']:,}"
+    cells = (
+        stage,
+        step,
+        str(cost["calls"]),
+        tokens,
+        f"{completion['max']:,}",
+        _maybe(completion["expected"], "{:,.0f}"),
+        _maybe(usd["sync"]["max"], "{:.4f}"),
+        _maybe(usd["sync"]["expected"], "{:.4f}"),
+        _maybe(usd["batch"]["max"], "{:.4f}"),
+        _maybe(usd["batch"]["expected"], "{:.4f}"),
+    )
+    return "  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, (_, w)) in enumerate(zip(cells, _COLUMNS)))
+
+
+def _maybe(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
+
+
+def _source(step: str, found: dict) -> str:
+    where = f"{found['model']}, max_tokens {found['max_tokens']}"
+    if found["mean"] is None:
+        return f"{step}: none cached ({where})"
+    return f"{step} {found['mean']:.1f} (mean of {found['responses']} cached responses, {where})"

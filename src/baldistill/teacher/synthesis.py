@@ -27,6 +27,7 @@ import hashlib
 import random
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from baldistill.core.answers import ANSWER_SENTENCE, extract_answer, normalize_text
 from baldistill.core.dataset_info import DatasetInfo
@@ -66,15 +67,10 @@ def synthesize(
     overlap_index = index_ngrams(held_out)
     prompts = load_prompts(info.task)
     by_domain = _by_domain(pool)
-    plan = [
-        (domain, i, _demonstrations(by_domain.get(domain, []), teacher.demonstrations, seed, stage, domain, i))
-        for domain, m in sorted(quota.items())
-        for i in range(max(0, int(m)))
-    ]
-    requests = [_request(prompts, teacher, max_input_chars, info, stage, domain, i, demos) for domain, i, demos in plan]
-    responses, usage = client.run_batch(requests, desc=f"synthesis s{stage}")
+    calls = synthesis_calls(pool, quota, stage, teacher, seed, max_input_chars, info)
+    responses, usage = client.run_batch([call.request for call in calls], desc=f"synthesis s{stage}")
     rows, dropped = [], {}
-    for (domain, i, demos), response in zip(plan, responses, strict=True):
+    for (domain, i, demos, _), response in zip(calls, responses, strict=True):
         row, reason = parse_synthetic(response, domain, i, stage, info, prompts, by_domain.get(domain, []), demos)
         if row is not None and overlaps(row.input, overlap_index):
             row, reason = None, "test_overlap"
@@ -83,6 +79,39 @@ def synthesize(
         else:
             rows.append(row)
     return rows, synthesis_report(stage, quota, rows, dropped, usage)
+
+
+class SynthesisCall(NamedTuple):
+    """One teacher call of the synthesize step: the i-th new row of `domain`."""
+
+    domain: str
+    i: int
+    demonstrations: list[Row]
+    request: Request
+
+
+def synthesis_calls(
+    pool: list[Row],
+    quota: dict[str, int],
+    stage: int,
+    teacher: Teacher,
+    seed: int,
+    max_input_chars: int,
+    info: DatasetInfo,
+) -> list[SynthesisCall]:
+    """Every call `synthesize` makes, in the order it makes them (arguments as there).
+
+    One builder for the step and for `baldistill plan`, which counts the
+    prompt tokens of these very requests."""
+    prompts = load_prompts(info.task)
+    by_domain = _by_domain(pool)
+    calls = []
+    for domain, m in sorted(quota.items()):
+        for i in range(max(0, int(m))):
+            demos = _demonstrations(by_domain.get(domain, []), teacher.demonstrations, seed, stage, domain, i)
+            request = _request(prompts, teacher, max_input_chars, info, stage, domain, i, demos)
+            calls.append(SynthesisCall(domain, i, demos, request))
+    return calls
 
 
 def synthesis_report(stage: int, quota: dict[str, int], rows: list[Row], dropped: dict[str, int], usage: Usage) -> dict:

@@ -1,0 +1,208 @@
+"""Tokens and dollars of a plan's teacher calls, for `baldistill plan`.
+
+Each request is built with its step's own builder (`annotation_request`,
+`synthesis_calls`) from the prepared pool and counted with the teacher's
+tokenizer (tokens.py); the expected completion comes from what the teacher
+cache has seen for this model and max_tokens. The arithmetic is
+core/spend_plan.py; this module only gathers its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from baldistill.core import layout
+from baldistill.core.dataset_info import DatasetInfo
+from baldistill.core.params import Params, load_params
+from baldistill.core.policies import policy_spec
+from baldistill.core.rows import Row, domain_counts, read_rows
+from baldistill.core.spend_plan import (
+    NO_COST,
+    NO_TOKENS,
+    Price,
+    StepCost,
+    annotate_tokens,
+    annotated_before,
+    mean_completion,
+    step_cost,
+    synthesis_tokens,
+    total_cost,
+)
+from baldistill.prompts import load_prompts
+from baldistill.teacher.annotation import annotation_request
+from baldistill.teacher.cache import RequestCache
+from baldistill.teacher.synthesis import synthesis_calls
+from baldistill.teacher.tokens import TokenCounter, counter_for
+
+STEPS = ("synthesize", "annotate")
+NEED_POOL = f"tokens and dollars need the prepared pool {layout.POOL}: run `dvc repro prepare`"
+
+
+def unavailable(reason: str) -> dict:
+    """The plan's teacher_cost block when tokens cannot be counted."""
+    return {"available": False, "reason": reason}
+
+
+def forecast(plan: dict, counts: Mapping[str, int], params: Params | None, params_path: str | Path) -> dict:
+    """The teacher_cost block of `plan` (made for `counts`) from the prepared
+    pool, the teacher's tokenizer and the default teacher cache; `params` is
+    loaded from `params_path` if not given."""
+    if not layout.POOL.exists():
+        return unavailable(NEED_POOL)
+    pool = read_rows(layout.POOL)
+    if domain_counts(pool) != {d: n for d, n in counts.items() if n}:
+        return unavailable(
+            f"tokens and dollars are counted on {layout.POOL}, whose rows per domain differ from --counts"
+        )
+    if params is None:
+        if not Path(params_path).exists():
+            return unavailable(f"{params_path}: file not found; tokens and dollars need the teacher's settings")
+        params = load_params(params_path)
+    info = DatasetInfo.load(layout.INFO)
+    return plan_costs(plan, pool, params, info, counter_for(params.teacher), RequestCache())
+
+
+def plan_costs(
+    plan: dict, pool: list[Row], params: Params, info: DatasetInfo, counter: TokenCounter, cache: RequestCache
+) -> dict:
+    """Per stage and step: calls, prompt and completion tokens, and dollars; and the run's total."""
+    teacher = params.teacher
+    history = completion_history(cache)
+    expected = {step: _expected(history, teacher.model, max_tokens_of(params, step)) for step in STEPS}
+    means = {step: found[0] if found else None for step, found in expected.items()}
+    stages, shown = stage_costs(plan, pool, params, info, counter, means)
+    price = Price(teacher.price.input_per_1m, teacher.price.output_per_1m, teacher.price.batch_factor)
+    return {
+        "available": True,
+        "counting": counter.description,
+        "price": teacher.price.model_dump(),
+        "expected_completion": {
+            step: _source(expected[step], teacher.model, max_tokens_of(params, step)) for step in STEPS
+        },
+        "cache": str(cache.directory) if history is not None else None,
+        "per_stage": [
+            {"stage": k, "synthesize": synth.to_dict(price), "annotate": annotate.to_dict(price)}
+            for k, synth, annotate in stages
+        ],
+        "total": total_cost(cost for _, synth, annotate in stages for cost in (synth, annotate)).to_dict(price),
+        "notes": _notes(shown, teacher.max_tokens, history is not None, cache, expected),
+    }
+
+
+def stage_costs(
+    plan: dict,
+    pool: list[Row],
+    params: Params,
+    info: DatasetInfo,
+    counter: TokenCounter,
+    means: Mapping[str, float | None],
+) -> tuple[list[tuple[int, StepCost, StepCost]], dict[int, int]]:
+    """(stage, synthesize, annotate) per stage, and per stage how many synthesis
+    demonstrations may show an earlier stage's rationale. `means`: the mean
+    completion per step (None: unknown)."""
+    spec = policy_spec(plan["policy"])
+    by_domain = annotate_prompt_tokens(plan, pool, params, info, counter) if spec.annotates else {}
+    stages, shown = [], {}
+    for k, alloc in enumerate(plan["per_stage"]):
+        synth, shown[k] = synthesis_cost(plan, k, pool, params, info, counter, means)
+        # Duplicated rows copy an earlier rationale: no call, so they are not counted.
+        calls = sum(alloc["real"].values()) + alloc["open"] if spec.annotates else 0
+        tokens = annotate_tokens(alloc["real"], alloc["open"], by_domain) if calls else NO_TOKENS
+        stages.append((k, synth, step_cost(calls, tokens, params.teacher.max_tokens, means["annotate"])))
+    return stages, shown
+
+
+def max_tokens_of(params: Params, step: str) -> int:
+    """The max_tokens a step's requests carry."""
+    return params.teacher.synth_max_tokens if step == "synthesize" else params.teacher.max_tokens
+
+
+def completion_history(cache: RequestCache) -> list[tuple[str, int, int]] | None:
+    """(model, max_tokens, completion_tokens) of every cached response that reports
+    its completion tokens; None when the cache file does not exist (it is not created)."""
+    if not cache.path.exists():
+        return None
+    try:
+        entries = cache.entries(cache.keys())
+    finally:
+        cache.close()
+    return [
+        (e["request"].get("model"), e["request"].get("max_tokens"), int(e["response"]["completion_tokens"]))
+        for e in entries
+        if e["response"].get("completion_tokens") is not None
+    ]
+
+
+def _expected(history, model: str, max_tokens: int) -> tuple[float, int] | None:
+    return mean_completion(history, model, max_tokens) if history is not None else None
+
+
+def _source(found: tuple[float, int] | None, model: str, max_tokens: int) -> dict:
+    """Where a step's expected completion comes from (mean None: no expected value)."""
+    mean, responses = found if found else (None, 0)
+    return {"model": model, "max_tokens": max_tokens, "mean": mean, "responses": responses}
+
+
+def annotate_prompt_tokens(
+    plan: dict, pool: Sequence[Row], params: Params, info: DatasetInfo, counter: TokenCounter
+) -> dict[str, list[int]]:
+    """Prompt tokens of the annotate request of every pool row the plan may annotate, per domain."""
+    stages = plan["per_stage"]
+    anywhere = any(alloc["open"] for alloc in stages)
+    wanted = {d for alloc in stages for d, q in alloc["real"].items() if q}
+    prompts, teacher, cut = load_prompts(info.task), params.teacher, params.data.max_input_chars
+    by_domain: dict[str, list[int]] = {}
+    for row in pool:
+        if anywhere or row.domain in wanted:
+            request = annotation_request(prompts, teacher.max_tokens, cut, info, row)
+            by_domain.setdefault(row.domain, []).append(counter.count(request.messages))
+    return by_domain
+
+
+def synthesis_cost(
+    plan: dict,
+    stage: int,
+    pool: list[Row],
+    params: Params,
+    info: DatasetInfo,
+    counter: TokenCounter,
+    means: Mapping[str, float | None],
+) -> tuple[StepCost, int]:
+    """Stage `stage`'s synthesize step, and how many of its demonstrations may
+    show a rationale an earlier stage wrote (unknown now: counted without it,
+    then bounded by teacher.max_tokens each)."""
+    quota = {d: n for d, n in plan["per_stage"][stage]["synthetic"].items() if n > 0}
+    if not quota:
+        return NO_COST, 0
+    teacher = params.teacher
+    # The pool as the plan knows it: no rationale yet, so each demonstration shows the answer sentence.
+    calls = synthesis_calls(pool, quota, stage, teacher, params.policy.seed, params.data.max_input_chars, info)
+    before = annotated_before(plan["per_stage"], stage, policy_spec(plan["policy"]).annotates)
+    shown = [min(len(c.demonstrations), before.get(c.domain, 0)) for c in calls]
+    drawn = [counter.count(c.request.messages) for c in calls]
+    # Without a mean annotate completion, expect the worst: every rationale as long as allowed.
+    rationale = teacher.max_tokens if means["annotate"] is None else means["annotate"]
+    tokens = synthesis_tokens(drawn, shown, teacher.max_tokens, rationale)
+    return step_cost(len(calls), tokens, teacher.synth_max_tokens, means["synthesize"]), sum(shown)
+
+
+def _notes(shown: Mapping[int, int], max_tokens: int, has_cache: bool, cache: RequestCache, expected) -> list[str]:
+    notes = [
+        "prompt tokens min-max: rows chosen at run time (IFD or a seeded draw) range from the shortest to the "
+        "longest prompts of their domain; expected = rows x the domain's mean prompt"
+    ]
+    for k, n in shown.items():
+        if n:
+            notes.append(
+                f"stage {k} synthesize: up to {n} demonstration(s) show a rationale written by an earlier stage, "
+                f"unknown now: counted as the answer sentence; the upper end adds teacher.max_tokens ({max_tokens}) "
+                "each, the expected value the mean annotate completion (rows with a rationale are drawn first, "
+                "so other rows may be shown)"
+            )
+    if not has_cache:
+        notes.append(f"no teacher cache at {cache.path}: no expected completion tokens, so no expected value")
+    for step, found in expected.items():
+        if has_cache and not found:
+            notes.append(f"{step}: the teacher cache has no response of this model and max_tokens: no expected value")
+    return notes
