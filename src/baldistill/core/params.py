@@ -118,6 +118,13 @@ class Teacher(_Section):
     on_mismatch: Literal["keep", "drop"] = "keep"
     price: Price = Price()
     local: LocalServer = LocalServer()
+    # sync: one chat completion per request; batch: a step's cache misses as one
+    # OpenAI Batch job (/v1/files + /v1/batches) at price x price.batch_factor.
+    mode: Literal["sync", "batch"] = "sync"
+    batch_poll_seconds: float = Field(default=30.0, gt=0)
+    # Client-side rate limits, requests and tokens per minute (None: none).
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
 
 
 class Lora(_Section):
