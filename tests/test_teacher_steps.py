@@ -23,7 +23,8 @@ from baldistill.teacher.spending import Price, worst_case_usd
 from baldistill.teacher.synthesis import synthesize, with_earlier_rationales
 from baldistill.teacher.usage import empty_ledger
 
-from support.teacher_fakeserver import Action, FakeTeacher
+from support.fake_batch_server import FakeBatchServer
+from support.teacher_fakeserver import Action, FakeTeacher, default_content
 from support.teacher_helpers import INFO, LABELS, SECRET, files_contain, make_params, pool_rows
 
 SEED = 0  # policy.seed
@@ -342,10 +343,17 @@ STAGES = Path(__file__).resolve().parents[1] / "stages"
 
 
 def run_teacher_steps(
-    work: Path, base_url: str, policy: str, synthetic: dict[str, int], max_usd: float | None = None, spent: float = 0.0
+    work: Path,
+    base_url: str,
+    policy: str,
+    synthetic: dict[str, int],
+    max_usd: float | None = None,
+    spent: float = 0.0,
+    **teacher,
 ) -> dict:
     """Run stages/synthesize.py and stages/annotate.py for s0 in `work` (the run's earlier
-    stages having paid `spent` dollars); returns their outputs, or the failed step's stderr."""
+    stages having paid `spent` dollars; `teacher`: more teacher params); returns their
+    outputs, or the failed step's stderr."""
     pool = pool_rows(3)
     write_rows(work / "data/prepared/pool.jsonl", pool)
     write_rows(work / "data/prepared/test.jsonl", [])
@@ -356,7 +364,8 @@ def run_teacher_steps(
     write_rows(work / here.selected, [*pool[::4], pool[0].with_(id="copy", source="duplicate")])
     write_json(work / start.ledger, {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2, "usd_paid": spent})
     write_rows(work / start.train_set, [])
-    params = make_params(base_url, concurrency=1, price={"input_per_1m": 1.0, "output_per_1m": 2.0}).model_dump()
+    price = {"input_per_1m": 1.0, "output_per_1m": 2.0}
+    params = make_params(base_url, concurrency=1, price=price, **teacher).model_dump()
     params["policy"]["name"] = policy
     params["budget"]["max_usd"] = max_usd
     (work / "params.yaml").write_text(json.dumps(params))
@@ -442,3 +451,33 @@ def test_the_dollar_cap_stops_a_step_with_one_line_and_nothing_written(tmp_path,
     assert len(lines) == 1 and lines[0].startswith("error: budget.max_usd: 4 of 4 teacher request(s) not answered")
     here = tmp_path / "capped"
     assert not (here / StagePaths("s0").annotated).exists() and not (here / StagePaths("s0").ledger).exists()
+
+
+def test_teacher_mode_batch_runs_both_steps_as_one_batch_job_each(tmp_path):
+    """teacher.mode: batch runs the synthesize and annotate steps against a loopback Batch API
+    server: one job per step, every answer stored, paid at price x batch_factor."""
+
+    def answer(body: dict) -> str:
+        return GOOD if "write a short news story" in prompt_of(body) else default_content(body)
+
+    with FakeBatchServer(answer=answer) as server:
+        done = run_teacher_steps(
+            tmp_path, server.base_url, "adaptive", {"ship": 2}, max_usd=1.0, mode="batch", batch_poll_seconds=0.05
+        )
+        assert "failed" not in done, done
+        jobs = [len(job.lines) for job in server.jobs]
+    assert jobs == [2, 4] and server.authorizations == {f"Bearer {SECRET}"}
+    for step, calls in (("synthesize", 2), ("annotate", 4)):
+        teacher = done[step]["teacher"]
+        assert teacher["calls_paid"] == calls and len(teacher["batch_ids"]) == 1
+        assert teacher["price"] == {"input_per_1m": 0.5, "output_per_1m": 1.0}
+        assert teacher["usd_paid"] == pytest.approx(
+            sum(
+                Price(0.5, 1.0).cost(r["response"]["prompt_tokens"], r["response"]["completion_tokens"])
+                for r in done["responses"][step]
+            )
+        )
+        assert len(done["responses"][step]) == calls
+    assert done["synthesize"]["kept"] == 2 and all(r.rationale for r in done["annotated"])
+    assert done["ledger"]["calls_paid"] == 2 + 2 + 4
+    assert files_contain(tmp_path, SECRET) == []

@@ -117,6 +117,26 @@ def report(experiments, out_dir, baseline, n_boot) -> None:
     click.echo(f"chart: {result['chart']}")
 
 
+@main.command()
+@click.argument("experiments", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="print the machine-readable totals")
+def spend(experiments, as_json) -> None:
+    """What the teacher was paid (calls, tokens, dollars per model and per run,
+    from the teacher cache's payment journal) and what the cache answered
+    instead (from the ledgers of the workspace, or of the named experiments)."""
+    from baldistill.report.spend import experiment_ledgers, journal_totals, ledger_savings, render, workspace_ledger
+    from baldistill.teacher.cache import default_dir
+
+    totals = journal_totals(default_dir())
+    if experiments:
+        ledgers = experiment_ledgers(list(experiments))
+    else:
+        ledger = workspace_ledger(Path("metrics"))
+        ledgers = {"workspace": ledger} if ledger else {}
+    runs = {name: ledger_savings(ledger) for name, ledger in ledgers.items()}
+    click.echo(json.dumps({**totals, "runs": runs}) if as_json else render(totals, runs))
+
+
 def _ifd_percentiles(stage_names: list[str]) -> str:
     from baldistill.core import layout
     from baldistill.core.files import read_json
@@ -166,6 +186,25 @@ def summary(params_path) -> None:
         info, counts = read_json(layout.INFO), read_json(layout.COUNTS)
         click.echo(against_zeroshot(read_jsonl(last.predictions), read_jsonl(zeroshot), info, counts))
     click.echo("compare: dvc metrics show | dvc plots show | baldistill report")
+
+
+@main.group(cls=_Group)
+def batch() -> None:
+    """teacher.mode batch offline: a step's Batch input file run elsewhere (e.g. vLLM run_batch)."""
+
+
+@batch.command("import")
+@click.argument("input_jsonl", type=click.Path())
+@click.argument("output_jsonl", type=click.Path())
+def batch_import(input_jsonl, output_jsonl) -> None:
+    """Store the answers of OUTPUT_JSONL (a Batch output file) to the requests of INPUT_JSONL (the
+    file a step wrote under $BALDISTILL_BATCH_EXPORT) in the teacher cache; run the step again after."""
+    from baldistill.teacher.batch import import_results
+    from baldistill.teacher.cache import RequestCache
+
+    with RequestCache() as cache:
+        stored, unanswered = import_results(cache, input_jsonl, output_jsonl)
+    click.echo(f"{stored} answer(s) stored, {unanswered} request(s) of the input unanswered in {cache.directory}")
 
 
 if __name__ == "__main__":

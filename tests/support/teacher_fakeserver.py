@@ -148,7 +148,7 @@ class FakeTeacher:
                     self._send_raw(200, b'{"id": "x", "choices": [{"message": {"content": "trunc')
                 else:
                     content = "" if action.kind == "empty" else (action.content or default_content(body))
-                    self._send(200, completion(body, content))
+                    self._send(200, completion(body, content), action.headers)
                 with server.lock:
                     seen.answered = True
 

@@ -21,6 +21,11 @@ teacher.price, in the same transaction as the answer itself. A payment stays
 "open" until the step that made it finishes; a step killed and run again
 finds its own open payments and counts them as paid by it, not as cache hits,
 so money is neither forgotten nor counted twice (spending.py, client.py).
+
+The `batches` table records each OpenAI Batch job (teacher.mode: batch) the
+moment it is created, with the request keys it carries, and marks it done once
+its answers are stored: a step killed while its job runs polls the same job
+when run again instead of paying for a second one (batch.py).
 """
 
 from __future__ import annotations
@@ -61,6 +66,14 @@ CREATE TABLE IF NOT EXISTS spend (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spend_payer ON spend (payer, open);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    payer TEXT NOT NULL,
+    base_url TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
 
 
@@ -207,6 +220,31 @@ class RequestCache:
         """`payer`'s step finished: a later run of it paid nothing of this."""
         with self._lock:
             self._conn.execute("UPDATE spend SET open = 0 WHERE payer = ? AND open = 1", (payer,))
+
+    def add_batch(self, batch_id: str, payer: str, base_url: str, keys: Iterable[str]) -> None:
+        """Record a Batch job just created (fsynced), before anything waits on it."""
+        row = (batch_id, payer, base_url, json.dumps(list(keys)), "open", time.time())
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO batches (batch_id, payer, base_url, keys, status, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def open_batches(self, payer: str, base_url: str) -> list[tuple[str, list[str]]]:
+        """(batch id, request keys) of `payer`'s jobs at `base_url` whose answers are not all stored yet."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT batch_id, keys FROM batches WHERE payer = ? AND base_url = ? AND status = 'open'"
+                " ORDER BY created",
+                (payer, base_url),
+            ).fetchall()
+        return [(batch_id, json.loads(keys)) for batch_id, keys in rows]
+
+    def close_batch(self, batch_id: str, status: str) -> None:
+        """The job ended (`status`: the API's final status) and its answers are stored."""
+        with self._lock:
+            self._conn.execute("UPDATE batches SET status = ? WHERE batch_id = ?", (status, batch_id))
 
     def __len__(self) -> int:
         with self._lock:

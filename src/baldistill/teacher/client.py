@@ -8,7 +8,8 @@ reserving its worst-case cost under the dollar cap (spending.py), and each
 answer is stored durably in the cache, with its payment journalled, before
 it counts as done, so a killed step loses no paid answer and a re-run
 resumes (and counts what its killed run paid as paid, once). `usage` is what
-this batch did (usage.py).
+this batch did (usage.py). With mode "batch" the misses go instead as OpenAI
+Batch jobs, at price x batch_factor (batch.py).
 
 The endpoint is reached only at the first cache miss (`connect`), so a run
 answered wholly from the cache starts no server and needs no key. Stage
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from baldistill.teacher.batch import BatchJobs, export_if_asked
 from baldistill.teacher.budget import CallBudget
 from baldistill.teacher.cache import Payment, RequestCache, key_material, request_key
+from baldistill.teacher.rate_limit import RateLimiter
 from baldistill.teacher.server_log import throughput
 from baldistill.teacher.spending import DollarCap, Price, worst_case_usd
 from baldistill.teacher.transport import RetryPolicy, Transport
@@ -107,14 +110,25 @@ class TeacherClient:
         server_log: Callable[[], str | None] | None = None,
         cap: DollarCap | None = None,
         payer: str | None = None,
+        rate_limits: tuple[int | None, int | None] = (None, None),
+        mode: str = "sync",
+        batch_poll_seconds: float = 30.0,
+        batch_factor: float = 0.5,
     ):
         self.model, self.cache, self.budget = model, cache, CallBudget(budget)
         self.concurrency, self.timeout, self.price, self.api_key_env = concurrency, timeout, Price(*price), api_key_env
+        # Batch mode pays price x batch_factor for every answer: reservations, payments and usage alike.
+        self.mode, self.batch_poll_seconds = mode, batch_poll_seconds
+        if mode == "batch":
+            self.price = Price(self.price.input_per_1m * batch_factor, self.price.output_per_1m * batch_factor)
         # The dollar cap (none by default) and who pays: the run step, so that a
         # re-run of a killed step can tell its own earlier payments (cache.py);
         # None: an anonymous client, whose payments no later client claims.
         self.cap, self.payer = cap or DollarCap(None), payer
         self._paid_keys: set[str] = set()  # counted as paid by this client: never again
+        # (teacher.rpm, teacher.tpm), None: no limit; with none it still follows the
+        # server's signals. One per client: a pause outlives the batch that met it.
+        self.limiter = RateLimiter(*rate_limits)
         self.retry = RetryPolicy(max_retries, backoff, max_backoff)
         self._connect = connect
         self._server_log = server_log  # the local server's log so far (None: no such log)
@@ -146,7 +160,10 @@ class TeacherClient:
             missing = {key: request for key, request in unique.items() if key not in done}
             if missing:
                 started = time.perf_counter()
-                asyncio.run(self._fetch_all(missing, self._endpoint(), done, usage, bar))
+                if self.mode == "batch":
+                    self._fetch_as_jobs(missing, done, usage, bar)
+                else:
+                    asyncio.run(self._fetch_all(missing, self._endpoint(), done, usage, bar))
                 usage.seconds = time.perf_counter() - started
                 log = self._server_log() if self._server_log else None
                 usage.server = throughput(log) if log else None
@@ -187,6 +204,31 @@ class TeacherClient:
             self.base_url, self._api_key = self._connect()
         return self.base_url, self._api_key
 
+    def _fetch_as_jobs(self, missing: dict[str, Request], done: dict[str, Response], usage: Usage, bar: tqdm) -> None:
+        """Batch mode: the misses as OpenAI Batch jobs (batch.py), each answer stored as it is read."""
+        export_if_asked(missing, self.model)  # before the endpoint: an export needs none
+
+        def arrived(key: str, answer: dict) -> None:
+            done[key] = Response.of(key, answer, cached=False)
+            self._paid_keys.add(key)
+            bar.update(1)
+
+        base_url, api_key = self._endpoint()
+        with BatchJobs(
+            base_url,
+            api_key,
+            cache=self.cache,
+            model=self.model,
+            price=self.price,
+            cap=self.cap,
+            payer=self.payer,
+            poll_seconds=self.batch_poll_seconds,
+            max_retries=self.retry.max_retries,
+            timeout=self.timeout,
+            api_key_env=self.api_key_env,
+        ) as jobs:
+            jobs.answer(missing, usage, arrived)
+
     async def _fetch_all(
         self, missing: dict[str, Request], endpoint: tuple[str, str], done: dict[str, Response], usage: Usage, bar: tqdm
     ) -> None:
@@ -198,6 +240,7 @@ class TeacherClient:
             timeout=self.timeout,
             retry=self.retry,
             api_key_env=self.api_key_env,
+            limiter=self.limiter,
         )
         room = asyncio.Condition()  # woken when a reservation settles: a waiting request may now fit
         self._asking, self._claimed = len(missing), usage.calls_paid  # for the cap's refusal message

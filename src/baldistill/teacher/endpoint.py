@@ -71,6 +71,11 @@ def open_client(
 
         def connect() -> tuple[str, str]:
             """Start (or reach) the endpoint, for the rest of the block."""
+            if teacher.mode == "batch" and teacher.base_url == LOCAL:
+                raise BaldistillError(
+                    "teacher.mode: batch needs a Batch API (/v1/files, /v1/batches) and the local llama.cpp server "
+                    "has none; use teacher.mode=sync, or export the requests for vLLM run_batch (README)"
+                )
             base_url, _ = stack.enter_context(teacher_endpoint(teacher, on_log=log_reader.append))
             return base_url, _api_key(teacher, base_url)
 
@@ -88,6 +93,10 @@ def open_client(
             server_log=lambda: log_reader[0]() if log_reader else None,
             cap=DollarCap(max_usd, spent_usd),
             payer=payer,
+            rate_limits=(teacher.rpm, teacher.tpm),
+            mode=teacher.mode,
+            batch_poll_seconds=teacher.batch_poll_seconds,
+            batch_factor=teacher.price.batch_factor,
         )
         yield client
         client.close_payments()

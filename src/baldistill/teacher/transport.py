@@ -7,6 +7,10 @@ loop. 408, 409, 429, 5xx, connection errors and timeouts are retried with
 exponential backoff and jitter (or after the server's Retry-After, capped);
 400, 401, 403 and 404 fail at once with one line saying what to check.
 
+Rate limits (rate_limit.py): with a RateLimiter each attempt waits for its
+turn under teacher.rpm / teacher.tpm, every answer's x-ratelimit-* headers are
+followed, and a 429's retry-after holds back every request, not only its own.
+
 The API key lives only inside the SDK client and is scrubbed from every error
 message, even when a server echoes it back.
 """
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 import openai
 
 from baldistill.core.errors import BaldistillError
+from baldistill.teacher.rate_limit import RateLimiter, request_tokens
 from baldistill.teacher.usage import Usage
 
 FATAL_HINTS = {
@@ -37,9 +42,9 @@ MAX_RETRY_AFTER = 300.0
 class Transient(Exception):
     """A failure worth retrying; `retry_after` is the server's wish in seconds."""
 
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None):
         super().__init__(reason)
-        self.retry_after = retry_after
+        self.retry_after, self.status = retry_after, status
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,18 @@ class Transport:
     each attempt cut off after `timeout` seconds. Use as `async with`."""
 
     def __init__(
-        self, base_url: str, api_key: str, *, concurrency: int, timeout: float, retry: RetryPolicy, api_key_env: str
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        concurrency: int,
+        timeout: float,
+        retry: RetryPolicy,
+        api_key_env: str,
+        limiter: RateLimiter | None = None,
     ):
         self.base_url, self.timeout, self.retry, self.api_key_env = base_url, timeout, retry, api_key_env
+        self.limiter = limiter
         self._api_key = api_key  # only to scrub it from error messages
         self._sdk = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
         self._slots = asyncio.Semaphore(concurrency)
@@ -84,16 +98,24 @@ class Transport:
         transient failures; attempts and retries are counted in `usage`.
         Raises BaldistillError (one line) when the request is refused or retries run out."""
         last = "no attempt"
+        tokens = request_tokens(body["messages"], body.get("max_tokens") or 0)
         for attempt in range(self.retry.max_retries + 1):
             if attempt:
                 usage.retries += 1
             try:
                 async with self._slots:
+                    # Inside the slot: a 429 that sets a pause is seen by the next request to get one.
+                    if self.limiter is not None:
+                        await self.limiter.acquire(tokens)
                     usage.http_attempts += 1
                     text = await asyncio.wait_for(self._post(body), self.timeout)
                 return parse_answer(text)
             except (Transient, asyncio.TimeoutError) as exc:
                 transient = isinstance(exc, Transient)
+                if transient and exc.status == 429:
+                    usage.rate_limited += 1
+                    if self.limiter is not None:  # everyone waits, not only this request
+                        self.limiter.pause(exc.retry_after)
                 last = str(exc) if transient else f"no answer within teacher.timeout={self.timeout:g}s"
                 if attempt < self.retry.max_retries:
                     await asyncio.sleep(self.retry.delay(attempt, exc.retry_after if transient else None))
@@ -106,12 +128,16 @@ class Transport:
         """One HTTP attempt; returns the raw body, or raises Transient / BaldistillError."""
         try:
             raw = await self._sdk.chat.completions.with_raw_response.create(**body)
+            if self.limiter is not None:
+                self.limiter.observe(raw.headers)
             return raw.text
         except openai.APIStatusError as exc:
             status = exc.status_code
+            if self.limiter is not None:
+                self.limiter.observe(exc.response.headers)
             if status in (408, 409, 429) or status >= 500:
                 retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
-                raise Transient(f"HTTP {status}", retry_after) from None
+                raise Transient(f"HTTP {status}", retry_after, status) from None
             raise BaldistillError(self._fatal_message(status, exc)) from None
         except openai.APIConnectionError as exc:  # includes the SDK's own timeout
             raise Transient(f"connection error ({type(exc).__name__}: {exc})") from None

@@ -9,7 +9,7 @@ previous stage's ledger, so the last stage's ledger is the whole run's bill.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # usd_paid: what this run paid, at teacher.price (estimated_cost_usd: its older name, kept
@@ -43,7 +43,8 @@ class Usage:
     had; http_attempts and retries: what the paid answers took on the wire;
     seconds: wall time spent fetching them; server: the local llama.cpp
     server's prompt and generation tokens/s from its log (server_log.py),
-    None for a remote teacher or when nothing was fetched.
+    None for a remote teacher or when nothing was fetched; batch_ids: the
+    OpenAI Batch jobs that answered them (teacher.mode: batch, batch.py).
     """
 
     calls_budgeted: int = 0
@@ -51,6 +52,7 @@ class Usage:
     cached: int = 0
     http_attempts: int = 0
     retries: int = 0
+    rate_limited: int = 0  # attempts the server answered 429
     prompt_tokens: int = 0
     completion_tokens: int = 0
     input_per_1m: float = 0.0
@@ -59,6 +61,7 @@ class Usage:
     server: dict | None = None
     usd_budgeted: float = 0.0
     usd_paid: float = 0.0
+    batch_ids: list[str] = field(default_factory=list)
 
     @property
     def estimated_cost_usd(self) -> float:
