@@ -159,6 +159,8 @@ def test_budget_change_is_one_command(project, teacher):
 def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project):
     for seed in (1, 2):
         dvc(project, "exp", "run", "-n", f"naive-seed{seed}", "-S", "policy.name=naive", "-S", f"train.seed={seed}")
+    times = project / "runs.tsv"  # as scripts/results_r52.sh keeps it
+    times.write_text("experiment\tcommit\twall_s\tfinished\nnaive-seed1\tx\t600\tt\n")
     dvc(project, "exp", "run", "-n", "adaptive-seed1", "-S", "policy.name=adaptive", "-S", "train.seed=1")
     report = run(
         project,
@@ -175,6 +177,8 @@ def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project):
         "50",
         "--out",
         "seeds",
+        "--times",
+        str(times),
     ).stdout
     assert "| naive-seed1 | naive | s1 |" in report and "| naive-seed2 | naive | s1 |" in report
     assert "| naive | 2 | " in report and "±" in report
@@ -183,3 +187,7 @@ def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project):
     assert row.count("[") == 4  # an interval per score ("[n/a]" where undefined)
     assert "- adaptive: " in report  # the plain sentence, significant or not
     assert (project / "seeds/per_domain.png").read_bytes()[:4] == b"\x89PNG"
+    assert (project / "seeds/head_tail.png").read_bytes()[:4] == b"\x89PNG"
+    [naive1] = [line for line in report.splitlines() if line.startswith("| naive-seed1 |")]
+    assert naive1.endswith("| 10 |")  # wall minutes from --times
+    assert all(cell.strip().isdigit() for cell in [naive1.split("|")[-3]])  # rows selected over the stages

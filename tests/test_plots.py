@@ -63,3 +63,15 @@ def test_comparison_chart_is_a_png(tmp_path):
     out = tmp_path / "compare.png"
     comparison_chart(series, out, head_threshold=50, title="R52")
     assert_png(out)
+
+
+def test_head_tail_chart_draws_one_pair_of_bars_per_policy(tmp_path):
+    from baldistill.report.plots import head_tail_chart
+
+    groups = [
+        {"policy": "random", "runs": 3, "head": 0.40, "head_std": 0.02, "tail": 0.30, "tail_std": 0.05},
+        {"policy": "adaptive", "runs": 1, "head": 0.42, "head_std": 0.0, "tail": None, "tail_std": None},
+    ]
+    out = tmp_path / "head_tail.png"
+    head_tail_chart(groups, out)
+    assert out.read_bytes()[:4] == b"\x89PNG"

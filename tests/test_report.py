@@ -58,6 +58,17 @@ def test_the_run_table_shows_how_the_student_answered_and_how_fast_the_teacher_w
     from baldistill.report.experiments import markdown
 
     run = {**summary("adaptive", 0.25), "answer_sentence_rate": 0.5, "rows_synthesized": 3}
-    run |= {"prompt_tokens_per_s": 75.234, "generation_tokens_per_s": None}
+    run |= {"prompt_tokens_per_s": 75.234, "generation_tokens_per_s": None, "rows_selected": 392, "wall_min": 81.5}
     table = markdown([run])
-    assert "| adaptive-x | adaptive | s1 | 25.00 | 50.00 | 25.00 | n/a | 104 | 10 | 50.00 | 3 | 75.2 | n/a |" in table
+    row = (
+        "| adaptive-x | adaptive | s1 | 25.00 | 50.00 | 25.00 | n/a | 104 | 10 | 50.00 | 3 | 75.2 | n/a | 392 | 81.5 |"
+    )
+    assert row in table
+
+
+def test_wall_times_are_read_from_the_runs_tsv(tmp_path):
+    from baldistill.report.experiments import read_times
+
+    tsv = tmp_path / "runs.tsv"
+    tsv.write_text("experiment\tcommit\twall_s\tfinished\nr52-random-seed0\tabc1234\t3912\t2026-11-29T23:00:00Z\n")
+    assert read_times(tsv) == {"r52-random-seed0": 3912.0}

@@ -105,16 +105,18 @@ def fetch(names) -> None:
 @click.option("--out", "out_dir", default="reports", show_default=True, help="folder for report.md and per_domain.png")
 @click.option("--baseline", default="random", show_default=True, help="policy the others are compared with")
 @click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(min=1), help="bootstrap replicates")
-def report(experiments, out_dir, baseline, n_boot) -> None:
+@click.option("--times", type=click.Path(exists=True, dir_okay=False), help="TSV of each run's wall seconds")
+def report(experiments, out_dir, baseline, n_boot, times) -> None:
     """Compare DVC experiments (names or revs, "workspace"; default: all):
     a markdown table (policy, macro, micro, head, tail, teacher calls), each
     policy against --baseline with paired bootstrap 95% intervals, and a
     per-domain chart, head to tail, one series per experiment."""
-    from baldistill.report.experiments import write_report
+    from baldistill.report.experiments import read_times, write_report
 
-    result = write_report(list(experiments), out_dir, baseline=baseline, n_boot=n_boot)
+    wall = read_times(times) if times else None
+    result = write_report(list(experiments), out_dir, baseline=baseline, n_boot=n_boot, times=wall)
     click.echo(Path(result["markdown"]).read_text(), nl=False)
-    click.echo(f"chart: {result['chart']}")
+    click.echo(f"charts: {result['chart']}, {result['head_tail_chart']}")
 
 
 @main.command()

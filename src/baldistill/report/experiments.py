@@ -24,7 +24,7 @@ from pathlib import Path
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import atomic_open
 from baldistill.report.comparison import compare, comparison_markdown
-from baldistill.report.plots import comparison_chart
+from baldistill.report.plots import comparison_chart, head_tail_chart
 
 SCORES = ("macro", "micro", "head", "tail")
 CALLS = ("calls_budgeted", "calls_paid")
@@ -37,6 +37,9 @@ RUN_FACTS = {
     "prompt_tokens_per_s": "teacher",
     "generation_tokens_per_s": "teacher",
 }
+# Per run, from outside DVC's metrics: rows the select steps took (all stages) and
+# the run's wall time (from a TSV that the script running the experiments keeps).
+EXTRA_FACTS = ("rows_selected", "wall_min")
 
 
 def final_stage(row: dict) -> str | None:
@@ -79,6 +82,25 @@ def summarize(row: dict, stage: str) -> dict:
     }
 
 
+def rows_selected(rev: str, final: str, repo: str | None) -> int | None:
+    """Pool rows the select steps took over stages s0..final (None where a report is missing)."""
+    from dvc.exceptions import DvcException
+
+    total = 0
+    for k in range(int(final[1:]) + 1):
+        try:
+            total += json.loads(read_output(f"data/stages/s{k}/select_report.json", rev, repo))["rows_selected"]
+        except (FileNotFoundError, KeyError, ValueError, DvcException):  # older runs lack the report or the key
+            return None
+    return total
+
+
+def read_times(path: str | Path) -> dict[str, float]:
+    """{experiment: wall seconds} from a TSV with columns experiment and wall_s (scripts/results_r52.sh)."""
+    with open(path, encoding="utf-8") as handle:
+        return {r["experiment"]: float(r["wall_s"]) for r in csv.DictReader(handle, delimiter="\t")}
+
+
 def per_domain(rev: str, stage: str, repo: str | None) -> dict[str, dict]:
     text = read_output(f"metrics/{stage}/per_domain.csv", rev, repo)
     return {
@@ -97,16 +119,17 @@ def markdown(summaries: list[dict]) -> str:
 
     lines = [
         "| experiment | policy | stage | macro | micro | head | tail | calls budgeted | calls paid "
-        "| answer sentence | synthesized | teacher prompt tok/s | teacher gen tok/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| answer sentence | synthesized | teacher prompt tok/s | teacher gen tok/s | rows selected | wall min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        cells = [cell(s[c]) for c in COLUMNS] + [cell(s.get(c), c) for c in RUN_FACTS]
+        cells = [cell(s[c]) for c in COLUMNS] + [cell(s.get(c), c) for c in (*RUN_FACTS, *EXTRA_FACTS)]
         lines.append("| " + " | ".join([str(s["experiment"]), str(s["policy"]), s["stage"], *cells]) + " |")
     return "\n".join(lines) + (
         "\n\nScores in percent (F1 or accuracy); head/tail are means of per-domain scores. "
         "Answer sentence: share of test rows where the student stated its answer itself. "
-        "Teacher tok/s: the local llama.cpp server's, from its log (n/a for a remote teacher or older runs).\n"
+        "Teacher tok/s: the local llama.cpp server's, from its log (n/a for a remote teacher or older runs). "
+        "Wall min: the run's `dvc exp run`, from --times (n/a without).\n"
     )
 
 
@@ -226,8 +249,10 @@ def write_report(
     repo: str | None = None,
     baseline: str = "random",
     n_boot: int = 1000,
+    times: dict[str, float] | None = None,
 ) -> dict:
-    """Write report.md and per_domain.png under `out_dir`; returns the paths and rows."""
+    """Write report.md, per_domain.png and head_tail.png under `out_dir`; returns the
+    paths and rows. `times`: wall seconds per experiment name, where known."""
     import dvc.api
 
     rows = pick(dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo)), wanted)
@@ -236,7 +261,11 @@ def write_report(
         stage = final_stage(row)
         if stage is None:
             raise BaldistillError(f"experiment {row.get('Experiment') or row.get('rev')} has no metrics yet")
-        summaries.append(summarize(row, stage))
+        summary = summarize(row, stage)
+        summary["rows_selected"] = rows_selected(row["rev"], stage, repo)
+        wall = (times or {}).get(summary["experiment"])
+        summary["wall_min"] = None if wall is None else round(wall / 60, 1)
+        summaries.append(summary)
         tables.append(per_domain(row["rev"], stage, repo))
     series = {label_of(row): table for row, table in zip(rows, tables)}
     text, title = markdown(summaries), "per-domain score, head to tail"
@@ -255,9 +284,11 @@ def write_report(
     with atomic_open(out / "report.md") as handle:
         handle.write(text)
     comparison_chart(series, out / "per_domain.png", head_threshold, title=title)
+    head_tail_chart(groups, out / "head_tail.png", title="head vs tail, mean ± sd over each policy's runs")
     return {
         "markdown": str(out / "report.md"),
         "chart": str(out / "per_domain.png"),
+        "head_tail_chart": str(out / "head_tail.png"),
         "rows": summaries,
         "groups": groups,
     }

@@ -121,6 +121,23 @@ def comparison_chart(
     _save(figure, out_png)
 
 
+def head_tail_chart(groups: list[dict], out_png: str | Path, title: str = "") -> None:
+    """Head and tail scores side by side per policy (the paper's Figure 3): means
+    over each policy's runs, with their sample sd as error bars where there are several."""
+    figure = Figure(figsize=(max(4.0, 1.3 * len(groups) + 2), 3.6), layout="constrained")
+    ax = figure.add_subplot()
+    width, xs = 0.38, range(len(groups))
+    for offset, group, color in ((-width / 2, "head", HEAD_COLOR), (width / 2, "tail", TAIL_COLOR)):
+        means = [100 * (g[group] or 0.0) for g in groups]
+        errors = [100 * (g.get(group + "_std") or 0.0) for g in groups]
+        ax.bar([x + offset for x in xs], means, width, yerr=errors, capsize=3, color=color, label=group)
+    ax.set_xticks(list(xs), [f"{g['policy']}\n({g['runs']} run{'s' if g['runs'] > 1 else ''})" for g in groups])
+    ax.set_ylabel("mean per-domain score (%)")
+    ax.set_title(title or "head vs tail", fontsize=10)
+    ax.legend(fontsize=8)
+    _save(figure, out_png)
+
+
 def _mark_split(ax, table: list[dict]) -> None:
     """A dashed vertical line between the last head and the first tail domain."""
     heads = sum(r["group"] == "head" for r in table)
