@@ -1,6 +1,8 @@
 """evaluate STAGE: the stage's student on the test set (or, with evaluate.split:
 validation, on the validation rows held out of the pool): macro/micro scores,
-per domain and head vs tail, as DVC metrics and plots."""
+per domain and head vs tail, as DVC metrics and plots. Run it under `accelerate
+launch` to share the generation between GPUs, processes or machines (params
+evaluate.launch); the main process alone writes."""
 
 import sys
 
@@ -12,10 +14,12 @@ from baldistill.core.rows import read_rows
 from baldistill.core.step import stage_command
 from baldistill.report.evaluation_files import write_evaluation
 from baldistill.student.evaluation import evaluate
+from baldistill.student.parallel import Workers
 
 
 @stage_command("stage")
 def main(stage: str) -> None:
+    workers = Workers.from_launcher()  # first: it joins the launcher's process group
     params = load_params()
     here = layout.StagePaths(stage)
     info = DatasetInfo.load(layout.INFO)
@@ -29,7 +33,10 @@ def main(stage: str) -> None:
         info.labels,
         read_json(layout.COUNTS),
         str(here.adapter),
+        workers,
     )
+    if not workers.is_main:
+        return  # every process holds the same results; one writes them
     header = {"policy": params.policy.name, "stage": stage, "split": params.evaluate.split}
     title = f"{info.name} {params.policy.name} {stage}"
     write_evaluation(here, metrics, predictions, header, threshold, title)

@@ -1,6 +1,7 @@
 """evaluate_zeroshot: the base student, untrained (zero-shot CoT), scored on the
 same rows and by the same routes as every stage, so a run can say what its
-training bought. It reads no policy param, so a policy change does not re-run it."""
+training bought. It reads no policy param, so a policy change does not re-run it.
+Like evaluate, it runs under evaluate.launch; the main process alone writes."""
 
 import sys
 
@@ -12,10 +13,12 @@ from baldistill.core.rows import read_rows
 from baldistill.core.step import entry_point
 from baldistill.report.evaluation_files import write_evaluation
 from baldistill.student.evaluation import evaluate
+from baldistill.student.parallel import Workers
 
 
 @entry_point
 def main() -> None:
+    workers = Workers.from_launcher()  # first: it joins the launcher's process group
     params = load_params()
     here = layout.StagePaths(START)
     info = DatasetInfo.load(layout.INFO)
@@ -28,7 +31,10 @@ def main() -> None:
         info.labels,
         read_json(layout.COUNTS),
         str(here.adapter),
+        workers,
     )
+    if not workers.is_main:
+        return  # every process holds the same results; one writes them
     header = {"policy": "zeroshot", "stage": START, "split": params.evaluate.split}
     write_evaluation(here, metrics, predictions, header, info.head_threshold, f"{info.name} zero-shot student")
     print(f"zero-shot: macro {metrics['macro']:.4f} micro {metrics['micro']:.4f}", file=sys.stderr)

@@ -2,7 +2,9 @@
 not named select.py, which would shadow the standard library's module).
 
 Head domains are chosen by the previous stage's student (IFD) or at random, as
-the policy's spec says; tail domains give all their unused rows."""
+the policy's spec says; tail domains give all their unused rows. Run it under
+`accelerate launch` to share the scoring between GPUs, processes or machines
+(params select.launch); the main process alone writes."""
 
 import sys
 
@@ -12,11 +14,13 @@ from baldistill.core.files import read_json, write_json
 from baldistill.core.params import load_params, stage_index
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
+from baldistill.student.parallel import Workers
 from baldistill.student.selection import select
 
 
 @stage_command("stage", "previous")
 def main(stage: str, previous: str) -> None:
+    workers = Workers.from_launcher()  # first: it joins the launcher's process group
     params = load_params()
     here, before = layout.StagePaths(stage), layout.StagePaths(previous)
     info = DatasetInfo.load(layout.INFO)
@@ -31,7 +35,10 @@ def main(stage: str, previous: str) -> None:
         params.policy.seed,
         info.task,
         str(before.adapter),
+        workers,
     )
+    if not workers.is_main:
+        return  # every process holds the same rows; one writes them
     write_rows(here.selected, rows)
     write_json(here.taken, sorted(taken | {r.id for r in rows if r.source != "duplicate"}))
     write_json(here.report("select"), report)

@@ -92,7 +92,7 @@ def test_evaluate_scores_what_the_student_says(tiny_student_dir, monkeypatch):
     ]
     seen = {}
 
-    def scripted(model, tokenizer, prompts, max_new_tokens, batch_size):
+    def scripted(model, tokenizer, prompts, max_new_tokens, batch_size, workers=None):
         seen.update(prompts=prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         return outputs
 

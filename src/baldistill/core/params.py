@@ -157,6 +157,9 @@ class Train(_Section):
 
 
 class Select(_Section):
+    # The command that runs stages/select_rows.py; like train.launch, e.g.
+    # "accelerate launch --multi_gpu --num_processes 4" shares the scoring between 4 GPUs.
+    launch: str = "python"
     # Candidates scored per selected row (null = every unused row of the domain).
     # c candidates put the top pick at the c/(c+1) IFD percentile on average: 6 -> 86%.
     candidates_per_row: int | None = Field(default=6, ge=1)
@@ -169,6 +172,8 @@ class Evaluate(_Section):
     # What the student is scored on: the fixed test set, or the validation rows
     # held out of the pool (for tuning training settings without seeing the test set).
     split: Literal["test", "validation"] = "test"
+    # The command that runs stages/evaluate.py and stages/evaluate_zeroshot.py (see select.launch).
+    launch: str = "python"
     batch_size: int = Field(default=16, ge=1)
     max_new_tokens: int = Field(default=80, ge=1)
 

@@ -37,13 +37,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from baldistill.core.answers import ANSWER_TRIGGER, CHOICE_LETTERS, extract_answer
 from baldistill.core.rows import Row
 from baldistill.student.encoding import encode_prompt
-from baldistill.student.generation import generate
+from baldistill.student.generation import generate, length_batches
+from baldistill.student.parallel import ONE_PROCESS, Workers
 
 ROUTES = ("answer_sentence", "second_pass", "none")
 SECOND_PASS_MAX_NEW_TOKENS = 24  # an open answer after the trigger: a number or a short phrase
@@ -249,6 +249,7 @@ def continuation_logprobs(
     *,
     progress: bool = True,
     tree: bool | None = None,
+    workers: Workers = ONE_PROCESS,
 ) -> list[list[float]]:
     """log P(continuation | prefix), summed over its tokens, for each prefix and each of its continuations.
 
@@ -259,16 +260,21 @@ def continuation_logprobs(
     candidates of a prefix into one row with a tree attention mask; otherwise
     they run as a batch over a repeated copy of the prefix's KV cache. Both
     give the log-probs of a full forward pass over prefix + continuation.
+    Each row is one pass of its own, so `workers` share out single rows,
+    longest prefix first.
     """
     tree = _takes_custom_masks(model) if tree is None else tree
-    results = []
-    rows = tqdm(list(zip(prefixes, continuations)), desc="second pass", unit="row", disable=not progress, leave=False)
-    for prefix, conts in rows:
-        cands = [_encode(tokenizer, c) for c in conts]
-        if any(not ids for ids in cands):
+    cands = [[_encode(tokenizer, c) for c in conts] for conts in continuations]
+    for conts, ids in zip(continuations, cands):
+        if any(not c for c in ids):
             raise ValueError(f"an empty continuation cannot be scored: {list(conts)!r}")
-        results.append(_row_logprobs(model, encode_prompt(tokenizer, prefix), cands, tree) if cands else [])
-    return results
+    prefix_ids = [encode_prompt(tokenizer, prefix) for prefix in prefixes]
+
+    def run(batch: list[int]) -> list[list[float]]:
+        return [_row_logprobs(model, prefix_ids[i], cands[i], tree) if cands[i] else [] for i in batch]
+
+    batches = length_batches([len(ids) for ids in prefix_ids], 1)
+    return workers.map_batches(batches, run, progress=progress, desc="second pass")
 
 
 def pick_answers(
@@ -278,11 +284,11 @@ def pick_answers(
     candidates: Sequence[Sequence[str]],
     *,
     progress: bool = True,
+    workers: Workers = ONE_PROCESS,
 ) -> list[str]:
     """For each prefix, the candidate answer whose continuation the student finds most likely (first on ties)."""
-    scores = continuation_logprobs(
-        model, tokenizer, prefixes, [[continuation(c) for c in cands] for cands in candidates], progress=progress
-    )
+    conts = [[continuation(c) for c in cands] for cands in candidates]
+    scores = continuation_logprobs(model, tokenizer, prefixes, conts, progress=progress, workers=workers)
     return [cands[max(range(len(cands)), key=row.__getitem__)] for cands, row in zip(candidates, scores)]
 
 
@@ -294,12 +300,14 @@ def complete_answers(
     batch_size: int,
     *,
     progress: bool = True,
+    workers: Workers = ONE_PROCESS,
 ) -> list[str | None]:
     """For each prefix (ending in ANSWER_TRIGGER), the answer in a short greedy continuation, or None."""
     if not prefixes:
         return []
+    new = SECOND_PASS_MAX_NEW_TOKENS
     outs = generate(
-        model, tokenizer, list(prefixes), SECOND_PASS_MAX_NEW_TOKENS, batch_size, progress=progress, desc="second pass"
+        model, tokenizer, list(prefixes), new, batch_size, progress=progress, desc="second pass", workers=workers
     )
     return [extract_answer(ANSWER_TRIGGER + out.text, task, strict=True) for out in outs]
 
@@ -315,6 +323,7 @@ def read_answers(
     batch_size: int,
     *,
     progress: bool = True,
+    workers: Workers = ONE_PROCESS,
 ) -> list[Answer]:
     """The student's answer to each prompt and where it came from (see ROUTES).
 
@@ -333,10 +342,13 @@ def read_answers(
             (closed if answer_sets[i] else open_).append(i)
     eos = tokenizer.eos_token if isinstance(tokenizer.eos_token, str) else None
     prefix = {i: second_pass_prompt(prompts[i], outputs[i], eos) for i in closed + open_}
+    closed_sets = [answer_sets[i] for i in closed]
     picked = pick_answers(
-        model, tokenizer, [prefix[i] for i in closed], [answer_sets[i] for i in closed], progress=progress
+        model, tokenizer, [prefix[i] for i in closed], closed_sets, progress=progress, workers=workers
     )
-    completed = complete_answers(model, tokenizer, [prefix[i] for i in open_], task, batch_size, progress=progress)
+    completed = complete_answers(
+        model, tokenizer, [prefix[i] for i in open_], task, batch_size, progress=progress, workers=workers
+    )
     for i, pred in [*zip(closed, picked), *zip(open_, completed)]:
         answers[i] = Answer(pred, "second_pass" if pred is not None else "none")
     return answers  # type: ignore[return-value]

@@ -13,22 +13,17 @@ per domain and head vs tail (metrics.score).
 
 from __future__ import annotations
 
-import torch
-
 from baldistill.core.answers import extract_answer
 from baldistill.core.metrics import row_scores, score, to_label
 from baldistill.core.params import Evaluate, Student
 from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
 from baldistill.student.answer_extraction import ROUTES, answer_set, read_answers
+from baldistill.student.device import student_device
 from baldistill.student.encoding import build_prompt
 from baldistill.student.generation import generate_texts
 from baldistill.student.model import load_student
-
-
-def default_device() -> torch.device:
-    """A GPU when there is one (generation follows the model's device), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from baldistill.student.parallel import ONE_PROCESS, Workers
 
 
 def row_score(task: str, gold: str, pred: str | None, labels: list[str]) -> float:
@@ -47,6 +42,7 @@ def evaluate(
     labels: list[str],
     pool_counts: dict[str, int],
     adapter_dir: str | None,
+    workers: Workers = ONE_PROCESS,
 ) -> tuple[dict, list[dict]]:
     """(metrics, per-row predictions) of the student with `adapter_dir`.
 
@@ -67,14 +63,15 @@ def evaluate(
       answer sentence, the last label mentioned anywhere, a bare letter or
       the last \\boxed{}), which mostly measures labels echoed from the input.
     Each prediction is {"id", "domain", "gold", "pred", "output", "score", "route"}.
+    Under a launcher (evaluate.launch) every process returns the same, its
+    passes shared out between `workers` (student.parallel).
     """
-    model, tokenizer = load_student(student.model, adapter_dir)
-    model.to(default_device())
+    model, tokenizer = load_student(student.model, adapter_dir, device=student_device())
     prompts = load_prompts(task)
     texts = [build_prompt(tokenizer, prompts, row.input, student.max_input_tokens) for row in test_rows]
-    outputs = generate_texts(model, tokenizer, texts, cfg.max_new_tokens, cfg.batch_size)
+    outputs = generate_texts(model, tokenizer, texts, cfg.max_new_tokens, cfg.batch_size, workers=workers)
     answer_sets = [answer_set(task, labels, row) for row in test_rows]
-    answers = read_answers(model, tokenizer, texts, outputs, task, labels, answer_sets, cfg.batch_size)
+    answers = read_answers(model, tokenizer, texts, outputs, task, labels, answer_sets, cfg.batch_size, workers=workers)
     preds = [answer.pred for answer in answers]
     golds, domains = [row.label for row in test_rows], [row.domain for row in test_rows]
     metrics = score(task, golds, preds, domains, labels, pool_counts, head_threshold)

@@ -3,7 +3,8 @@
 Rows are sorted by prompt length so a batch holds prompts of similar length
 (little padding), left-padded (new tokens are appended on the right, where
 every row ends) and decoded with the KV cache. Results come back in the
-caller's order.
+caller's order. Under a launcher the batches are shared out between the
+processes (parallel.Workers), unchanged, so the results are too.
 
 With `with_nll=True` the NLL of every generated token is taken from the RAW
 logits the model produced during generation (`output_logits`), not from the
@@ -18,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from baldistill.student.encoding import encode_prompt
+from baldistill.student.parallel import ONE_PROCESS, Workers
 
 
 @dataclass
@@ -122,18 +123,18 @@ def generate(
     with_nll: bool = False,
     progress: bool = True,
     desc: str = "generate",
+    workers: Workers = ONE_PROCESS,
 ) -> list[Generated]:
-    """Greedy continuations of `prompts` (build_prompt strings), in input order."""
+    """Greedy continuations of `prompts` (build_prompt strings), in input order,
+    the batches shared out between `workers` (every process gets every result)."""
     seqs = [encode_prompt(tokenizer, p) for p in prompts]
     stops = stop_token_ids(model, tokenizer)
-    results: list[Generated | None] = [None] * len(seqs)
-    with tqdm(total=len(seqs), desc=desc, unit="row", disable=not progress, leave=False) as bar:
-        for batch in length_batches([len(s) for s in seqs], batch_size):
-            outs = _generate_batch(model, tokenizer, [seqs[i] for i in batch], max_new_tokens, with_nll, stops)
-            for i, out in zip(batch, outs):
-                results[i] = out
-            bar.update(len(batch))
-    return results  # type: ignore[return-value]
+
+    def run(batch: list[int]) -> list[Generated]:
+        return _generate_batch(model, tokenizer, [seqs[i] for i in batch], max_new_tokens, with_nll, stops)
+
+    batches = length_batches([len(s) for s in seqs], batch_size)
+    return workers.map_batches(batches, run, progress=progress, desc=desc)
 
 
 def generate_texts(
@@ -142,6 +143,7 @@ def generate_texts(
     prompts: list[str],
     max_new_tokens: int,
     batch_size: int,
+    workers: Workers = ONE_PROCESS,
 ) -> list[str]:
     """Just the generated texts (what evaluation parses), in input order."""
-    return [g.text for g in generate(model, tokenizer, prompts, max_new_tokens, batch_size)]
+    return [g.text for g in generate(model, tokenizer, prompts, max_new_tokens, batch_size, workers=workers)]

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from baldistill.student.generation import Generated, generate, left_pad, length_batches, pad_id_of
+from baldistill.student.parallel import ONE_PROCESS, Workers
 
 # ----------------------------------------------------------------------------- pure maths
 
@@ -158,14 +159,21 @@ def _batch_nll(model: PreTrainedModel, seqs: list[list[int]], starts: list[int],
 
 
 def sequence_nll(
-    model: PreTrainedModel, seqs: list[list[int]], starts: list[int], batch_size: int, pad_id: int
+    model: PreTrainedModel,
+    seqs: list[list[int]],
+    starts: list[int],
+    batch_size: int,
+    pad_id: int,
+    workers: Workers = ONE_PROCESS,
 ) -> list[list[float]]:
-    """NLL of seqs[i][starts[i]:] for every row, batched by similar length, in input order."""
-    out: list[list[float]] = [[] for _ in seqs]
-    for batch in length_batches([len(s) for s in seqs], batch_size):
-        for i, nll in zip(batch, _batch_nll(model, [seqs[i] for i in batch], [starts[i] for i in batch], pad_id)):
-            out[i] = nll
-    return out
+    """NLL of seqs[i][starts[i]:] for every row, batched by similar length, in input order
+    (the batches shared out between `workers`)."""
+
+    def run(batch: list[int]) -> list[list[float]]:
+        return _batch_nll(model, [seqs[i] for i in batch], [starts[i] for i in batch], pad_id)
+
+    batches = length_batches([len(s) for s in seqs], batch_size)
+    return workers.map_batches(batches, run, progress=False)
 
 
 def direct_rows(tokenizer, responses: list[list[int]]) -> tuple[list[list[int]], list[int]]:
@@ -227,12 +235,26 @@ def score_by_generation(
     batch_size: int,
     *,
     progress: bool = True,
+    workers: Workers = ONE_PROCESS,
 ) -> tuple[list[Generated], list[IfdScore]]:
     """Generate the student's rationale for each prompt and score it:
-    PPL(y|x) from the generation's raw logits, PPL(y) from one batched pass."""
+    PPL(y|x) from the generation's raw logits, PPL(y) from one batched pass.
+
+    Under several `workers` the two phases are shared out one after the other:
+    the direct pass's batches group rows by response length, which is known
+    only once every process's generations are gathered; batching it as one
+    process does keeps the scores bit for bit."""
     generated = generate(
-        model, tokenizer, prompts, max_new_tokens, batch_size, with_nll=True, progress=progress, desc="select: generate"
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens,
+        batch_size,
+        with_nll=True,
+        progress=progress,
+        desc="select: generate",
+        workers=workers,
     )
     direct_seqs, direct_starts = direct_rows(tokenizer, [g.token_ids for g in generated])
-    direct = sequence_nll(model, direct_seqs, direct_starts, batch_size, pad_id_of(tokenizer))
+    direct = sequence_nll(model, direct_seqs, direct_starts, batch_size, pad_id_of(tokenizer), workers)
     return generated, [score_from_nll(g.nll or [], d) for g, d in zip(generated, direct)]

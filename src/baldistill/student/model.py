@@ -109,12 +109,16 @@ def load_student(
     dtype: torch.dtype | None = None,
     *,
     merge: bool = True,
+    device: torch.device | str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The student in eval mode and its tokenizer.
 
     With an adapter, the LoRA weights are merged into the base by default
     (inference-only callers: selection, evaluation) because a merged model
     generates as fast as the base; pass merge=False to keep a PeftModel.
+    `device` (inference callers pass device.student_device()) is where it is
+    moved; None leaves it where from_pretrained put it (the CPU), for
+    training, whose accelerator places it.
     """
     tokenizer = load_tokenizer(name)
     model = AutoModelForCausalLM.from_pretrained(resolve_model_dir(name), dtype=dtype or torch.float32)
@@ -127,4 +131,6 @@ def load_student(
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
+    if device is not None:
+        model.to(device)
     return model, tokenizer

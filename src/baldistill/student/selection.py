@@ -16,6 +16,9 @@ Given the stage's allocation (core.allocation decides the numbers), choose rows:
 IFD ranking drops IFD >= 1 while enough other rows remain (ifd.rank).
 Scoring uses the student prompt of student.encoding and the generation-logits
 route of student.ifd: one greedy generation plus one forward pass.
+Under a launcher (select.launch) every process runs this whole module alike
+(the seeded draws included) and only the scoring passes are shared out
+(student.parallel), so each process ends with the same rows and report.
 With select.candidates_per_row = c, only c random candidates per needed row
 are scored, which bounds the cost of a stage on a large pool.
 """
@@ -32,9 +35,11 @@ from baldistill.core.params import Select, Student
 from baldistill.core.policies import policy_spec
 from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
+from baldistill.student.device import student_device
 from baldistill.student.encoding import build_prompt
 from baldistill.student.ifd import IfdScore, is_preferred, pick_percentiles, rank, score_by_generation
 from baldistill.student.model import load_student
+from baldistill.student.parallel import ONE_PROCESS, Workers
 
 OPEN = "*open*"  # the group key of active's pool-wide picks
 _KEYS = ("policy", "quota", "real", "head", "tail", "open", "duplicated")
@@ -48,6 +53,7 @@ class _Scorer:
     student: Student
     task: str
     adapter_dir: str | None
+    workers: Workers = ONE_PROCESS
     rows_scored: int = 0
     tokens_generated: int = 0
     scores: dict[str, IfdScore] = field(default_factory=dict)
@@ -59,12 +65,14 @@ class _Scorer:
         if not rows:
             return
         if self._loaded is None:
-            model, tokenizer = load_student(self.student.model, self.adapter_dir)
+            model, tokenizer = load_student(self.student.model, self.adapter_dir, device=student_device())
             self._loaded = (model, tokenizer, load_prompts(self.task))
         model, tokenizer, templates = self._loaded
         cfg = self.cfg
         prompts = [build_prompt(tokenizer, templates, r.input, self.student.max_input_tokens) for r in rows]
-        generated, scores = score_by_generation(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
+        generated, scores = score_by_generation(
+            model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, workers=self.workers
+        )
         self.rows_scored += len(rows)
         self.tokens_generated += sum(len(g.token_ids) for g in generated)
         self.scores.update((r.id, s) for r, s in zip(rows, scores))
@@ -189,6 +197,7 @@ def _report(allocation, stage, scorer, chosen, copies, short, seconds, adapter_d
         "selected_not_preferred": sum(not is_preferred(s.ifd, drop) for s in picked_scores),
         "ifd_percentile": _percentile_summary(scorer),
         "tokens_generated": scorer.tokens_generated,
+        "processes": scorer.workers.count,
         "seconds": round(seconds, 3),
     }
 
@@ -218,12 +227,14 @@ def select(
     seed: int,
     task: str,
     adapter_dir: str | None,
+    workers: Workers = ONE_PROCESS,
 ) -> tuple[list[Row], dict]:
     """Rows for the teacher at `stage` (marked source/stage, IFD in meta when
-    scored) plus duplicates, and a report of what the step did."""
+    scored) plus duplicates, and a report of what the step did; the same in
+    every process of `workers`, which share the scoring."""
     start = time.perf_counter()
     _check(allocation)
-    scorer = _Scorer(cfg, student, task, adapter_dir)
+    scorer = _Scorer(cfg, student, task, adapter_dir, workers)
     unused = [r for r in pool if r.id not in taken_ids]
     picks = _domain_picks(unused, allocation, scorer, seed, stage)
     chosen = [r for rows in picks.values() for r in rows]

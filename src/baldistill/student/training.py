@@ -40,6 +40,7 @@ from baldistill.core.files import write_csv
 from baldistill.core.params import Lora, Student, Train
 from baldistill.core.rows import Row
 from baldistill.prompts import Prompts, load_prompts
+from baldistill.student.device import wants_cpu
 from baldistill.student.encoding import build_prompt, build_target, encode_prompt, encode_target
 from baldistill.student.model import BASE_MARKER, load_student
 
@@ -172,8 +173,9 @@ def train(rows: list[Row], cfg: Train, student: Student, task: str, out_dir: str
     Works unchanged under `accelerate launch` with any number of processes.
     """
     # Accelerator first: it reads the launcher's environment (ACCELERATE_USE_CPU...)
-    # before anything else fixes the process layout.
-    accelerator = Accelerator()
+    # before anything else fixes the process layout. It places the model (prepare);
+    # BALDISTILL_DEVICE=cpu keeps it on the CPU, as it does the other steps (student.device).
+    accelerator = Accelerator(cpu=wants_cpu())
     if not rows:
         if accelerator.is_main_process:
             write_base_marker(out_dir)
