@@ -72,3 +72,21 @@ def test_wall_times_are_read_from_the_runs_tsv(tmp_path):
     tsv = tmp_path / "runs.tsv"
     tsv.write_text("experiment\tcommit\twall_s\tfinished\nr52-random-seed0\tabc1234\t3912\t2026-11-29T23:00:00Z\n")
     assert read_times(tsv) == {"r52-random-seed0": 3912.0}
+
+
+def test_a_metric_dvc_shows_as_the_string_none_reads_as_missing():
+    from baldistill.report.experiments import markdown, summarize
+
+    ledger = "metrics/s1/teacher.json:"
+    row = {"Experiment": "x", "policy.name": "adaptive", "metrics/s1/metrics.json:macro": 0.3}
+    row |= {ledger + "generation_tokens_per_s": "None", ledger + "prompt_tokens_per_s": 76.1}
+    run = summarize(row, "s1")
+    assert run["generation_tokens_per_s"] is None and run["prompt_tokens_per_s"] == 76.1
+    assert "| 76.1 | n/a |" in markdown([run])
+
+
+def test_counts_that_dvc_gives_as_floats_stay_counts():
+    from baldistill.report.experiments import markdown
+
+    run = {**summary("adaptive", 0.25), "calls_paid": 0.0, "rows_synthesized": 1.0, "answer_sentence_rate": 1.0}
+    assert "| 104 | 0 | 100.00 | 1 |" in markdown([run])

@@ -76,10 +76,16 @@ def summarize(row: dict, stage: str) -> dict:
         "experiment": row.get("Experiment") or row.get("rev"),
         "policy": row.get("policy.name"),
         "stage": stage,
-        **{c: row.get(scores + c) for c in SCORES},
-        **{c: row.get(ledger + c) for c in CALLS},
-        **{c: row.get((scores if where == "metrics" else ledger) + c) for c, where in RUN_FACTS.items()},
+        **{c: number(row.get(scores + c)) for c in SCORES},
+        **{c: number(row.get(ledger + c)) for c in CALLS},
+        **{c: number(row.get((scores if where == "metrics" else ledger) + c)) for c, where in RUN_FACTS.items()},
     }
+
+
+def number(value):
+    """A metric as `dvc exp show` gives it, None where it has none: a JSON null in a
+    metrics file comes back as the string "None" (a run that paid no teacher call has no tokens/s)."""
+    return None if value is None or isinstance(value, str) else value
 
 
 def rows_selected(rev: str, final: str, repo: str | None) -> int | None:
@@ -110,12 +116,13 @@ def per_domain(rev: str, stage: str, repo: str | None) -> dict[str, dict]:
 
 
 def markdown(summaries: list[dict]) -> str:
-    def cell(value, column: str = "") -> str:
+    def cell(value, column: str) -> str:
+        # By column, not by value: `dvc exp show` gives counts as floats too (1.0 synthesized row).
         if value is None:
             return "n/a"
-        if column.endswith("_per_s"):
-            return f"{value:.1f}"
-        return f"{100 * value:.2f}" if isinstance(value, float) and value <= 1 else f"{value:g}"
+        if column in (*SCORES, "answer_sentence_rate"):
+            return f"{100 * value:.2f}"
+        return f"{value:.1f}" if column.endswith("_per_s") else f"{value:g}"
 
     lines = [
         "| experiment | policy | stage | macro | micro | head | tail | calls budgeted | calls paid "
@@ -123,7 +130,7 @@ def markdown(summaries: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        cells = [cell(s[c]) for c in COLUMNS] + [cell(s.get(c), c) for c in (*RUN_FACTS, *EXTRA_FACTS)]
+        cells = [cell(s.get(c), c) for c in (*COLUMNS, *RUN_FACTS, *EXTRA_FACTS)]
         lines.append("| " + " | ".join([str(s["experiment"]), str(s["policy"]), s["stage"], *cells]) + " |")
     return "\n".join(lines) + (
         "\n\nScores in percent (F1 or accuracy); head/tail are means of per-domain scores. "
