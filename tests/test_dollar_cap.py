@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -151,21 +150,12 @@ def journal(cache_dir: Path) -> list[tuple]:
 
 
 def test_kill_9_then_rerun_counts_every_dollar_once(tmp_path):
-    from test_teacher_resume import stored_server_keys, wait_for
+    from test_teacher_resume import kill_once_answers_are_stored
 
     rows = pool_rows(2)[:8]
     write_rows(tmp_path / "rows.jsonl", rows)
     with FakeTeacher(delay=0.4) as server:
-        child = run_child(server.base_url, tmp_path)
-        wait_for(
-            lambda: (
-                len(server.answered()) >= 3
-                and (tmp_path / "cache" / "cache.sqlite").exists()
-                and server.answered() <= stored_server_keys(tmp_path / "cache")
-            )
-        )
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
+        kill_once_answers_are_stored(server, run_child(server.base_url, tmp_path), tmp_path / "cache")
         before = journal(tmp_path / "cache")
         assert 3 <= len(before) < len(rows) and all(open_ for _, _, open_ in before)
 

@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from baldistill.teacher.cache import RequestCache
 from baldistill.teacher.client import Request
 from baldistill.teacher.endpoint import open_client
 from baldistill.teacher.spending import DollarCap, Price, worst_case_usd
+from test_teacher_resume import wait_for
 
 from support.fake_batch_server import FakeBatchServer, result_line
 from support.teacher_fakeserver import completion, default_content
@@ -95,13 +95,6 @@ def start_child(base_url: str, workdir: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_for(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def test_a_step_killed_while_its_job_runs_polls_the_same_job_when_run_again(tmp_path):

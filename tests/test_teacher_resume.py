@@ -47,22 +47,25 @@ def wait_for(condition, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def kill_once_answers_are_stored(server, child: subprocess.Popen, cache_dir: Path, at_least: int = 3) -> None:
+    """kill -9 `child` once >= `at_least` answers are out and every answer sent so far is
+    on disk; with the server's 0.4 s delay the next requests are then in flight."""
+    wait_for(
+        lambda: (
+            len(server.answered()) >= at_least
+            and (cache_dir / "cache.sqlite").exists()
+            and server.answered() <= stored_server_keys(cache_dir)
+        )
+    )
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+
+
 def test_sigkill_midway_then_rerun_resumes(tmp_path):
     rows = pool_rows(2)[:8]
     write_rows(tmp_path / "rows.jsonl", rows)
     with FakeTeacher(delay=0.4) as server:
-        child = start_child(server.base_url, tmp_path)
-        # Kill once >= 3 answers are out and every answer sent so far is on disk;
-        # the next requests are then inside the server's 0.4 s delay.
-        wait_for(
-            lambda: (
-                len(server.answered()) >= 3
-                and (tmp_path / "cache" / "cache.sqlite").exists()
-                and server.answered() <= stored_server_keys(tmp_path / "cache")
-            )
-        )
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
+        kill_once_answers_are_stored(server, start_child(server.base_url, tmp_path), tmp_path / "cache")
         answered_before = server.answered()
         seen_before = len(server.seen)
         kept = answered_before & stored_server_keys(tmp_path / "cache")
