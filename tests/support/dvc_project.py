@@ -23,6 +23,7 @@ def make_project(dest: Path) -> Path:
     run(dest, "git", "config", "user.email", "test@example.com")
     run(dest, "git", "config", "user.name", "test")
     run(dest, "dvc", "init", "-q")
+    run(dest, "dvc", "config", "core.check_update", "false")  # the tests never reach the network
     run(dest, "git", "add", "-A")
     run(dest, "git", "commit", "-qm", "pipeline")
     return dest
@@ -36,7 +37,9 @@ def venv_env() -> dict[str, str]:
     """The environment of an activated venv: dvc.yaml's `python stages/...` and
     `dvc` itself must resolve to this interpreter's, as after `. .venv/bin/activate`."""
     bindir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    # No DVC analytics daemon: on a machine whose network drops packets instead of
+    # refusing them, the daemon can hold the captured output pipes open for minutes.
+    return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1"}
 
 
 # A stuck `dvc repro` must fail with what it printed, not stall the suite
