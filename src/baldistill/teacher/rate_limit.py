@@ -24,6 +24,8 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from baldistill.teacher.spending import message_bytes
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -41,8 +43,7 @@ def reset_seconds(value: str | None) -> float | None:
 
 def request_tokens(messages: Sequence[dict], max_tokens: int) -> int:
     """What a rate limiter counts for a request: the prompt at ~4 bytes a token, plus max_tokens."""
-    text_bytes = sum(len(str(m.get("content", "")).encode("utf-8")) for m in messages)
-    return math.ceil(text_bytes / 4) + max_tokens
+    return math.ceil(message_bytes(messages) / 4) + max_tokens
 
 
 class Bucket:

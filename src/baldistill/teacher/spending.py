@@ -37,10 +37,14 @@ class Price:
         return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
 
 
+def message_bytes(messages: Sequence[dict]) -> int:
+    """UTF-8 bytes of a chat request's message contents (what token bounds and estimates start from)."""
+    return sum(len(str(m.get("content", "")).encode("utf-8")) for m in messages)
+
+
 def prompt_token_bound(messages: Sequence[dict]) -> int:
     """Tokens a chat request's prompt can take at most, for any byte-level BPE tokenizer."""
-    text_bytes = sum(len(str(m.get("content", "")).encode("utf-8")) for m in messages)
-    return TEMPLATE_TOKENS + MESSAGE_TOKENS * len(messages) + text_bytes
+    return TEMPLATE_TOKENS + MESSAGE_TOKENS * len(messages) + message_bytes(messages)
 
 
 def worst_case_usd(messages: Sequence[dict], max_tokens: int, price: Price) -> float:
