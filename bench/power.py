@@ -1,16 +1,17 @@
 """How many test rows per domain a comparison needs: the power to detect a
-5-point macro-F1 difference between two policies on R52's real test set.
+5-point macro score difference between two policies on a data set's real test
+set (R52 by default; macro-F1 for classification, macro accuracy for MCQA/MATH).
 
-    python bench/power.py [--delta 0.05] [--accuracy 0.5] [--shared 0.5] [--sims 200]
+    python bench/power.py [--dataset r52] [--delta 0.05] [--accuracy 0.5] [--shared 0.5] [--sims 200]
 
 Model: every test row is answered correctly by the baseline with probability
 `accuracy` and by the policy with `accuracy + delta`; a wrong answer is a
 uniformly random other label. The two policies' draws share one uniform number
 on a `shared` fraction of rows (hard rows are hard for both: the pairing) and
 are independent on the rest. For each cap m (test rows per domain, as
-`data.test_per_domain` draws them from R52's test split) the script simulates
-`sims` test sets, scores both sides with metrics.score (macro-F1 as evaluation
-computes it), and reports the standard error of the paired difference and the
+`data.test_per_domain` draws them from the data set's test split) the script simulates
+`sims` test sets, scores both sides with metrics.score (the macro score as
+evaluation computes it), and reports the standard error of the paired difference and the
 power of a two-sided 95% test, Phi(delta_hat / se - 1.96).
 """
 
@@ -24,7 +25,7 @@ import statistics
 from baldistill.core.metrics import score
 from baldistill.core.params import Data
 from baldistill.core.rows import domain_counts
-from baldistill.data.datasets import cap_per_domain, load
+from baldistill.data.datasets import cap_per_domain, head_threshold_for, load
 
 
 def simulate(golds, labels, accuracy, delta, shared, rng):
@@ -44,21 +45,25 @@ def simulate(golds, labels, accuracy, delta, shared, rng):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="r52", choices=("r52", "mcqa", "math"))
     parser.add_argument("--delta", type=float, default=0.05)
     parser.add_argument("--accuracy", type=float, default=0.5)
     parser.add_argument("--shared", type=float, default=0.5)
     parser.add_argument("--sims", type=int, default=200)
     parser.add_argument("--caps", default="2,5,10,15,20,30")
     args = parser.parse_args()
-    loaded = load(Data(dataset="r52"))
+    data = Data(dataset=args.dataset)
+    loaded = load(data)
     pool = domain_counts(loaded.train)
-    labels = sorted(pool)
+    threshold = head_threshold_for(data, pool)
     test = [r for r in loaded.test if r.domain in pool]
+    # Wrong answers are drawn from the data set's labels (R52's topics, MCQA's choice letters).
+    labels = sorted({r.label for r in loaded.train} | {r.label for r in test})
     print(
-        f"R52: {len(test)} test rows in {len(domain_counts(test))} domains; delta {args.delta}, "
+        f"{args.dataset}: {len(test)} test rows in {len(domain_counts(test))} domains; delta {args.delta}, "
         f"baseline accuracy {args.accuracy}, shared {args.shared}, {args.sims} simulations"
     )
-    print("| rows per domain (cap) | test rows | se of the macro-F1 difference | power |")
+    print("| rows per domain (cap) | test rows | se of the macro difference | power |")
     print("|---|---|---|---|")
     for cap in (int(c) for c in args.caps.split(",")):
         rows = cap_per_domain(test, cap, 0)
@@ -67,7 +72,7 @@ def main() -> None:
         diffs = []
         for _ in range(args.sims):
             base, policy = simulate(golds, labels, args.accuracy, args.delta, args.shared, rng)
-            scored = [score("classification", golds, p, domains, labels, pool, 50)["macro"] for p in (base, policy)]
+            scored = [score(loaded.task, golds, p, domains, labels, pool, threshold)["macro"] for p in (base, policy)]
             diffs.append(scored[1] - scored[0])
         se, mean = statistics.stdev(diffs), statistics.fmean(diffs)
         power = 0.5 * (1 + math.erf((abs(mean) / se - 1.96) / math.sqrt(2)))

@@ -159,7 +159,7 @@ def test_budget_change_is_one_command(project, teacher):
 def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project):
     for seed in (1, 2):
         dvc(project, "exp", "run", "-n", f"naive-seed{seed}", "-S", "policy.name=naive", "-S", f"train.seed={seed}")
-    times = project / "runs.tsv"  # as scripts/results_r52.sh keeps it
+    times = project / "runs.tsv"  # as scripts/results.sh keeps it
     times.write_text("experiment\tcommit\twall_s\tfinished\nnaive-seed1\tx\t600\tt\n")
     dvc(project, "exp", "run", "-n", "adaptive-seed1", "-S", "policy.name=adaptive", "-S", "train.seed=1")
     report = run(

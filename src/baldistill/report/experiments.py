@@ -102,7 +102,7 @@ def rows_selected(rev: str, final: str, repo: str | None) -> int | None:
 
 
 def read_times(path: str | Path) -> dict[str, float]:
-    """{experiment: wall seconds} from a TSV with columns experiment and wall_s (scripts/results_r52.sh)."""
+    """{experiment: wall seconds} from a TSV with columns experiment and wall_s (scripts/results.sh)."""
     with open(path, encoding="utf-8") as handle:
         return {r["experiment"]: float(r["wall_s"]) for r in csv.DictReader(handle, delimiter="\t")}
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 13's CPU comparison at the default settings: each policy with each
+# training seed (train.seed; policy.seed stays 0, so intervals cover training
+# variance, not the draw of random rows), one test set, one teacher cache.
+# Resumable: an experiment that already exists is skipped, and what a stopped
+# run paid is kept by the teacher cache and DVC's run cache.
+#
+#   bash scripts/results.sh                     # R52: all 4 policies x 3 seeds
+#   SEEDS=0 POLICIES="random adaptive" bash scripts/results.sh
+#   DATASET=mcqa PARAMS="-S data.test_per_domain=100" POLICIES="random adaptive" bash scripts/results.sh
+#
+# Experiments are named <dataset>-<policy>-seed<s>. Each finished run appends
+# "name, commit, wall seconds, finished at" to $LOG; `baldistill report` adds
+# the teacher's tokens/s from each run's ledger.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BALDISTILL_TEACHER_CACHE=${BALDISTILL_TEACHER_CACHE:-$PWD/.baldistill/teacher-cache}
+# Run this checkout's code even where the venv's editable install points elsewhere.
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+DATASET=${DATASET:-r52}
+PARAMS=${PARAMS:-}
+LOG=${LOG:-docs/results/${DATASET}_runs.tsv}
+SEEDS=${SEEDS:-"0 1 2"}
+POLICIES=${POLICIES:-"adaptive random naive duplicate"}
+
+for seed in $SEEDS; do
+  for policy in $POLICIES; do
+    name=$DATASET-$policy-seed$seed
+    if dvc exp list --all-commits --name-only 2>/dev/null | grep -qx "$name"; then
+      echo "$name: exists, skipped"
+      continue
+    fi
+    start=$(date +%s)
+    # shellcheck disable=SC2086  # PARAMS is a list of -S options
+    dvc exp run --temp -n "$name" -S data.dataset="$DATASET" $PARAMS \
+      -S policy.name="$policy" -S train.seed="$seed"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$(git rev-parse --short HEAD)" "$(($(date +%s) - start))" \
+      "$(date -u +%FT%TZ)" >>"$LOG"
+  done
+done
