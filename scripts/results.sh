@@ -26,7 +26,10 @@ POLICIES=${POLICIES:-"adaptive random naive duplicate"}
 for seed in $SEEDS; do
   for policy in $POLICIES; do
     name=$DATASET-$policy-seed$seed
-    if dvc exp list --all-commits --name-only 2>/dev/null | grep -qx "$name"; then
+    # Finished: an experiment of this repo, or a line of $LOG (experiments fetched
+    # from another clone's refs/exps are not listed by `dvc exp list`).
+    if dvc exp list --all-commits --name-only 2>/dev/null | grep -qx "$name" ||
+      cut -f1 "$LOG" 2>/dev/null | grep -qx "$name"; then
       echo "$name: exists, skipped"
       continue
     fi
