@@ -20,6 +20,7 @@ from baldistill.teacher.cache import RequestCache
 from baldistill.teacher.client import Request
 from baldistill.teacher.spending import DollarCap, Price, prompt_token_bound, worst_case_usd
 
+from support.child_kill import kill_once_answers_are_stored
 from support.teacher_fakeserver import FakeTeacher
 from support.teacher_helpers import SECRET, make_client, pool_rows
 
@@ -150,8 +151,6 @@ def journal(cache_dir: Path) -> list[tuple]:
 
 
 def test_kill_9_then_rerun_counts_every_dollar_once(tmp_path):
-    from test_teacher_resume import kill_once_answers_are_stored
-
     rows = pool_rows(2)[:8]
     write_rows(tmp_path / "rows.jsonl", rows)
     with FakeTeacher(delay=0.4) as server:

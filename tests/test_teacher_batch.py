@@ -24,8 +24,8 @@ from baldistill.teacher.cache import RequestCache
 from baldistill.teacher.client import Request
 from baldistill.teacher.endpoint import open_client
 from baldistill.teacher.spending import DollarCap, Price, worst_case_usd
-from test_teacher_resume import wait_for
 
+from support.child_kill import wait_for
 from support.fake_batch_server import FakeBatchServer, result_line
 from support.teacher_fakeserver import completion, default_content
 from support.teacher_helpers import SECRET, files_contain, make_client, make_params, pool_rows

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from baldistill.core.rows import read_rows, write_rows
-from baldistill.teacher.cache import RequestCache
 
-from support.teacher_fakeserver import Action, FakeTeacher, body_key
+from support.child_kill import kill_once_answers_are_stored, stored_server_keys
+from support.teacher_fakeserver import Action, FakeTeacher
 from support.teacher_helpers import SECRET, files_contain, pool_rows
 
 CHILD = Path(__file__).parent / "support" / "teacher_child.py"
@@ -32,33 +30,6 @@ def start_child(base_url: str, workdir: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def stored_server_keys(cache_dir: Path) -> set[str]:
-    """Server-side keys of every answer in the cache (its request has the body's fields)."""
-    with RequestCache(cache_dir) as cache:
-        return {body_key(entry["request"]) for entry in cache.entries(cache.keys())}
-
-
-def wait_for(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
-
-
-def kill_once_answers_are_stored(server, child: subprocess.Popen, cache_dir: Path, at_least: int = 3) -> None:
-    """kill -9 `child` once >= `at_least` answers are out and every answer sent so far is
-    on disk; with the server's 0.4 s delay the next requests are then in flight."""
-    wait_for(
-        lambda: (
-            len(server.answered()) >= at_least
-            and (cache_dir / "cache.sqlite").exists()
-            and server.answered() <= stored_server_keys(cache_dir)
-        )
-    )
-    child.send_signal(signal.SIGKILL)
-    assert child.wait(timeout=30) == -signal.SIGKILL
 
 
 def test_sigkill_midway_then_rerun_resumes(tmp_path):
