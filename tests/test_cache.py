@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from baldistill.core.errors import BaldistillError
-from baldistill.teacher.cache import RequestCache, default_dir, key_material, request_key
+from baldistill.teacher.cache import Claimant, RequestCache, default_dir, key_material, request_key
 
 MESSAGES = [{"role": "user", "content": "Explain. The answer is earn."}]
 
@@ -110,3 +110,55 @@ def test_import_rejects_an_entry_whose_key_does_not_match(tmp_path):
         pytest.raises(BaldistillError, match=r"bad\.jsonl:1: key does not match"),
     ):
         cache.import_jsonl(tmp_path / "bad.jsonl")
+
+
+def finished_pid() -> int:
+    """The pid of a process that has ended and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_claimed_key_waits_for_its_holder_then_gets_the_stored_answer(tmp_path):
+    me = Claimant.this_process()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as sleeper:
+        holder = Claimant(me.host, sleeper.pid)  # another process, running
+        with RequestCache(tmp_path) as cache:
+            assert cache.claim("k", holder, lease=60).granted
+            assert cache.claim("k", holder, lease=60).granted  # its own claim again
+            waiting = cache.claim("k", me, lease=60)
+            assert not waiting.granted and waiting.answer is None
+            cache.put("k", {"q": 1}, {"content": "a"})
+            stored = cache.claim("k", me, lease=60)
+        sleeper.kill()
+    assert stored.answer == {"content": "a"} and not stored.granted
+
+
+def test_the_claim_of_an_ended_process_is_taken_over(tmp_path):
+    me = Claimant.this_process()
+    with RequestCache(tmp_path) as cache:
+        assert cache.claim("k", Claimant(me.host, finished_pid()), lease=3600).granted
+        assert cache.claim("k", me, lease=60).granted
+
+
+def test_a_claim_from_another_host_holds_until_its_lease_ends(tmp_path):
+    me = Claimant.this_process()
+    elsewhere = Claimant(me.host + "-elsewhere", me.pid)
+    with RequestCache(tmp_path) as cache:
+        assert cache.claim("live", elsewhere, lease=3600).granted
+        assert not cache.claim("live", me, lease=60).granted
+        assert cache.claim("lapsed", elsewhere, lease=-1).granted
+        assert cache.claim("lapsed", me, lease=60).granted
+
+
+def test_a_released_claim_frees_the_key(tmp_path):
+    me = Claimant.this_process()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as sleeper:
+        other = Claimant(me.host, sleeper.pid)
+        with RequestCache(tmp_path) as cache:
+            assert cache.claim("k", other, lease=60).granted
+            cache.release("k", me)  # not its claim: nothing happens
+            assert not cache.claim("k", me, lease=60).granted
+            cache.release("k", other)
+            assert cache.claim("k", me, lease=60).granted
+        sleeper.kill()

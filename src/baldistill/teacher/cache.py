@@ -22,6 +22,13 @@ teacher.price, in the same transaction as the answer itself. A payment stays
 finds its own open payments and counts them as paid by it, not as cache hits,
 so money is neither forgotten nor counted twice (spending.py, client.py).
 
+The `claims` table says which process is asking the teacher for a key right
+now (sync mode): another process sharing the cache that needs the same answer
+waits for it instead of paying for it a second time (parallel `dvc exp`
+workers ask many of the same requests). A claim dies with its process (same
+host: the pid is gone) or, for a claimant on another host, when its lease
+ends; it is removed in the transaction that stores the answer.
+
 The `batches` table records each OpenAI Batch job (teacher.mode: batch) the
 moment it is created, with the request keys it carries, and marks it done once
 its answers are stored: a step killed while its job runs polls the same job
@@ -33,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -66,6 +74,12 @@ CREATE TABLE IF NOT EXISTS spend (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spend_payer ON spend (payer, open);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    expires REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
     payer TEXT NOT NULL,
@@ -91,6 +105,38 @@ class Payment:
         return (self.payer, self.model, self.prompt_tokens, self.completion_tokens, self.usd)
 
 
+@dataclass(frozen=True)
+class Claimant:
+    """A process that may ask the teacher for a key: its host and pid."""
+
+    host: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> Claimant:
+        return cls(socket.gethostname(), os.getpid())
+
+    def is_gone(self) -> bool | None:
+        """True if this process has ended, False if it runs, None if it is on another host (unknowable)."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # another user's live process
+            return False
+        return False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `RequestCache.claim` found: the stored answer, or whether the key is now the caller's to ask."""
+
+    answer: dict | None
+    granted: bool
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -110,6 +156,14 @@ def key_material(model: str, messages: list[dict], temperature: float, max_token
 
 def request_key(material: dict) -> str:
     return hashlib.sha256(canonical_json(material).encode("utf-8")).hexdigest()
+
+
+def _holds(holder: Claimant, expires: float, asker: Claimant, now: float) -> bool:
+    """Whether `holder`'s claim still keeps `asker` from asking."""
+    if holder == asker:
+        return False
+    gone = holder.is_gone()
+    return not gone if gone is not None else now < expires
 
 
 def default_dir() -> Path:
@@ -193,6 +247,7 @@ class RequestCache:
                     "INSERT OR IGNORE INTO entries (key, request, response, created) VALUES (?, ?, ?, ?)",
                     (key, canonical_json(request), canonical_json(response), now),
                 )
+                db.execute("DELETE FROM claims WHERE key = ?", (key,))
                 if payment is not None:
                     db.execute(
                         "INSERT INTO spend (key, payer, model, prompt_tokens, completion_tokens, usd, open, created)"
@@ -204,6 +259,40 @@ class RequestCache:
                 db.execute("ROLLBACK")
                 raise
         return cursor.rowcount == 1
+
+    def claim(self, key: str, claimant: Claimant, lease: float) -> Claim:
+        """In one transaction: the answer if it is stored; else the key claimed for
+        `claimant` (granted) unless another process that still runs holds it. A
+        holder on another host counts as running until its lease (seconds) ends."""
+        now = time.time()
+        with self._lock:
+            db = self._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT response FROM entries WHERE key = ?", (key,)).fetchone()
+                if row:
+                    db.execute("COMMIT")
+                    return Claim(json.loads(row[0]), granted=False)
+                held = db.execute("SELECT host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                if held and _holds(Claimant(held[0], held[1]), held[2], claimant, now):
+                    db.execute("COMMIT")
+                    return Claim(None, granted=False)
+                db.execute(
+                    "INSERT OR REPLACE INTO claims (key, host, pid, expires) VALUES (?, ?, ?, ?)",
+                    (key, claimant.host, claimant.pid, now + lease),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return Claim(None, granted=True)
+
+    def release(self, key: str, claimant: Claimant) -> None:
+        """`claimant` stopped asking for `key` without an answer: another process may ask."""
+        with self._lock:
+            self._conn.execute(
+                "DELETE FROM claims WHERE key = ? AND host = ? AND pid = ?", (key, claimant.host, claimant.pid)
+            )
 
     def open_payments(self, payer: str, keys: Iterable[str]) -> dict[str, Payment]:
         """Payments `payer` made for `keys` that its step has not yet closed (a killed run's)."""

@@ -28,12 +28,14 @@ from tqdm import tqdm
 
 from baldistill.teacher.batch import BatchJobs, export_if_asked
 from baldistill.teacher.budget import CallBudget
-from baldistill.teacher.cache import Payment, RequestCache, key_material, request_key
+from baldistill.teacher.cache import Claim, Claimant, Payment, RequestCache, key_material, request_key
 from baldistill.teacher.rate_limit import RateLimiter
 from baldistill.teacher.server_log import throughput
 from baldistill.teacher.spending import DollarCap, Price, worst_case_usd
 from baldistill.teacher.transport import RetryPolicy, Transport
 from baldistill.teacher.usage import Usage
+
+CLAIM_POLL_SECONDS = 0.2  # how often a request another process is asking checks for its answer
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,11 @@ class TeacherClient:
         # server's signals. One per client: a pause outlives the batch that met it.
         self.limiter = RateLimiter(*rate_limits)
         self.retry = RetryPolicy(max_retries, backoff, max_backoff)
+        # Sync mode claims each miss before asking (cache.py), so a parallel run sharing
+        # the cache waits for the answer instead of paying again. The lease bounds a
+        # claim only where liveness cannot be checked (a claimant on another host).
+        self._claimant = Claimant.this_process()
+        self._claim_lease = (timeout + max_backoff) * (max_retries + 1)
         self._connect = connect
         self._server_log = server_log  # the local server's log so far (None: no such log)
         self.base_url: str | None = None  # None until the first cache miss reached the endpoint
@@ -244,9 +251,12 @@ class TeacherClient:
         )
         room = asyncio.Condition()  # woken when a reservation settles: a waiting request may now fit
         self._asking, self._claimed = len(missing), usage.calls_paid  # for the cap's refusal message
+        # Every miss is claimed before any is sent, in order, so requests still go
+        # out in the batch's order (one at a time at concurrency 1).
+        claims = {key: self.cache.claim(key, self._claimant, self._claim_lease) for key in missing}
         async with transport:
             tasks = [
-                asyncio.ensure_future(self._fetch(transport, key, request, usage, room))
+                asyncio.ensure_future(self._fetch(transport, key, request, usage, room, claims[key]))
                 for key, request in missing.items()
             ]
             try:
@@ -258,9 +268,26 @@ class TeacherClient:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                for key in missing.keys() - done.keys():  # unanswered: another process may ask
+                    self.cache.release(key, self._claimant)
                 raise
 
     async def _fetch(
+        self, transport: Transport, key: str, request: Request, usage: Usage, room: asyncio.Condition, claim: Claim
+    ) -> Response:
+        """One miss: asked and paid for here once `claim` is granted; while another
+        process sharing the cache holds it, that process's answer, counted as cached."""
+        while not claim.granted and claim.answer is None:
+            await asyncio.sleep(CLAIM_POLL_SECONDS)
+            claim = await asyncio.to_thread(self.cache.claim, key, self._claimant, self._claim_lease)
+        if claim.answer is None:
+            return await self._ask(transport, key, request, usage, room)
+        theirs = claim.answer
+        usage.cached += 1
+        usage.used(self.price.cost(int(theirs.get("prompt_tokens", 0)), int(theirs.get("completion_tokens", 0))))
+        return Response.of(key, theirs, cached=True)
+
+    async def _ask(
         self, transport: Transport, key: str, request: Request, usage: Usage, room: asyncio.Condition
     ) -> Response:
         worst = worst_case_usd(request.messages, request.max_tokens, self.price)
