@@ -11,7 +11,9 @@
 #
 # Experiments are named <dataset>-<policy>-seed<s>. Each finished run appends
 # "name, commit, wall seconds, finished at" to $LOG; `baldistill report` adds
-# the teacher's tokens/s from each run's ledger.
+# the teacher's tokens/s from each run's ledger. A run stopped by Ctrl-C or
+# SIGTERM writes its sitting's seconds to $SITTINGS; when it finishes in a
+# later sitting, its wall seconds in $LOG are the sum of all its sittings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BALDISTILL_TEACHER_CACHE=${BALDISTILL_TEACHER_CACHE:-$PWD/.baldistill/teacher-cache}
@@ -20,8 +22,14 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 DATASET=${DATASET:-r52}
 PARAMS=${PARAMS:-}
 LOG=${LOG:-docs/results/${DATASET}_runs.tsv}
+SITTINGS=${SITTINGS:-${LOG%.tsv}_sittings.tsv}
 SEEDS=${SEEDS:-"0 1 2"}
 POLICIES=${POLICIES:-"adaptive random naive duplicate"}
+
+stopped() { # this sitting's seconds, added to the run's wall time when a later sitting finishes it
+  printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - start))" "$(date -u +%FT%TZ)" >>"$SITTINGS"
+  exit 130
+}
 
 for seed in $SEEDS; do
   for policy in $POLICIES; do
@@ -34,10 +42,13 @@ for seed in $SEEDS; do
       continue
     fi
     start=$(date +%s)
+    trap stopped INT TERM
     # shellcheck disable=SC2086  # PARAMS is a list of -S options
     dvc exp run --temp -n "$name" -S data.dataset="$DATASET" $PARAMS \
       -S policy.name="$policy" -S train.seed="$seed"
-    printf '%s\t%s\t%s\t%s\n' "$name" "$(git rev-parse --short HEAD)" "$(($(date +%s) - start))" \
+    trap - INT TERM
+    earlier=$(awk -F'\t' -v n="$name" '$1 == n {s += $2} END {print s + 0}' "$SITTINGS" 2>/dev/null || echo 0)
+    printf '%s\t%s\t%s\t%s\n' "$name" "$(git rev-parse --short HEAD)" "$((earlier + $(date +%s) - start))" \
       "$(date -u +%FT%TZ)" >>"$LOG"
   done
 done
