@@ -201,9 +201,13 @@ class TeacherClient:
                 usage.paid(hit, own[key].usd)
                 self.cap.spent += own[key].usd
             else:
-                usage.cached += 1
-                usage.used(self.price.cost(int(hit.get("prompt_tokens", 0)), int(hit.get("completion_tokens", 0))))
+                self._count_cached(hit, usage)
         return done
+
+    def _count_cached(self, answer: dict, usage: Usage) -> None:
+        """An answer someone else paid for: used by this run (its price), not paid."""
+        usage.cached += 1
+        usage.used(self.price.cost(int(answer.get("prompt_tokens", 0)), int(answer.get("completion_tokens", 0))))
 
     def _endpoint(self) -> tuple[str, str]:
         """(base_url, api_key), reaching the endpoint on the first call."""
@@ -282,10 +286,8 @@ class TeacherClient:
             claim = await asyncio.to_thread(self.cache.claim, key, self._claimant, self._claim_lease)
         if claim.answer is None:
             return await self._ask(transport, key, request, usage, room)
-        theirs = claim.answer
-        usage.cached += 1
-        usage.used(self.price.cost(int(theirs.get("prompt_tokens", 0)), int(theirs.get("completion_tokens", 0))))
-        return Response.of(key, theirs, cached=True)
+        self._count_cached(claim.answer, usage)
+        return Response.of(key, claim.answer, cached=True)
 
     async def _ask(
         self, transport: Transport, key: str, request: Request, usage: Usage, room: asyncio.Condition
