@@ -135,7 +135,8 @@ def markdown(summaries: list[dict]) -> str:
     return "\n".join(lines) + (
         "\n\nScores in percent (F1 or accuracy); head/tail are means of per-domain scores. "
         "Answer sentence: share of test rows where the student stated its answer itself. "
-        "Teacher tok/s: the local llama.cpp server's, from its log (n/a for a remote teacher or older runs). "
+        "Teacher tok/s: the local llama.cpp server's, from its log (n/a for a remote teacher, "
+        "a run whose every answer came from the cache, or older runs). "
         "Wall min: the run's `dvc exp run`, from --times (n/a without).\n"
     )
 
