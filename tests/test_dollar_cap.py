@@ -5,9 +5,6 @@ across a kill -9 and re-run. Against a real HTTP server on loopback."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,11 +17,10 @@ from baldistill.teacher.cache import RequestCache
 from baldistill.teacher.client import Request
 from baldistill.teacher.spending import DollarCap, Price, prompt_token_bound, worst_case_usd
 
-from support.child_kill import kill_once_answers_are_stored
+from support.child_step import kill_once_answers_are_stored, start_child
 from support.teacher_fakeserver import FakeTeacher
-from support.teacher_helpers import SECRET, make_client, pool_rows
+from support.teacher_helpers import make_client, pool_rows
 
-CHILD = Path(__file__).parent / "support" / "spend_child.py"
 PRICE = Price(input_per_1m=1.0, output_per_1m=2.0)
 
 
@@ -127,22 +123,6 @@ def test_a_cache_hit_is_budgeted_in_dollars_but_not_paid(tmp_path):
 # --- kill -9 and re-run ----------------------------------------------------------------------
 
 
-def run_child(base_url: str, workdir: Path, max_usd: str = "none") -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "BALDISTILL_TEST_KEY": SECRET,
-        "BALDISTILL_TEACHER_CACHE": str(workdir / "cache"),
-        "TQDM_DISABLE": "1",
-    }
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), base_url, str(workdir), max_usd],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def journal(cache_dir: Path) -> list[tuple]:
     import sqlite3
 
@@ -154,16 +134,17 @@ def test_kill_9_then_rerun_counts_every_dollar_once(tmp_path):
     rows = pool_rows(2)[:8]
     write_rows(tmp_path / "rows.jsonl", rows)
     with FakeTeacher(delay=0.4) as server:
-        kill_once_answers_are_stored(server, run_child(server.base_url, tmp_path), tmp_path / "cache")
+        child = start_child("spend_child.py", server.base_url, tmp_path, "none")
+        kill_once_answers_are_stored(server, child, tmp_path / "cache")
         before = journal(tmp_path / "cache")
         assert 3 <= len(before) < len(rows) and all(open_ for _, _, open_ in before)
 
-        rerun = run_child(server.base_url, tmp_path)
+        rerun = start_child("spend_child.py", server.base_url, tmp_path, "none")
         _, err = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err
         usage = json.loads((tmp_path / "usage.json").read_text())
 
-        again = run_child(server.base_url, tmp_path)  # the step, finished, run once more
+        again = start_child("spend_child.py", server.base_url, tmp_path, "none")  # the step, finished, run once more
         _, err = again.communicate(timeout=120)
         assert again.returncode == 0, err
         after_finish = json.loads((tmp_path / "usage.json").read_text())
@@ -181,10 +162,10 @@ def test_a_rerun_under_the_cap_counts_what_the_killed_run_spent(tmp_path):
     rows = pool_rows(2)[:8]
     write_rows(tmp_path / "rows.jsonl", rows)
     with FakeTeacher() as server:
-        first = run_child(server.base_url, tmp_path, max_usd="0.0012")
+        first = start_child("spend_child.py", server.base_url, tmp_path, "0.0012")
         _, err = first.communicate(timeout=120)
         spent_first = sum(u for _, u, _ in journal(tmp_path / "cache"))
-        second = run_child(server.base_url, tmp_path, max_usd="0.0012")
+        second = start_child("spend_child.py", server.base_url, tmp_path, "0.0012")
         _, err2 = second.communicate(timeout=120)
         sent = len(server.keys())
     assert first.returncode == 2 and "budget.max_usd" in err, err

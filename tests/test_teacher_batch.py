@@ -25,12 +25,11 @@ from baldistill.teacher.client import Request
 from baldistill.teacher.endpoint import open_client
 from baldistill.teacher.spending import DollarCap, Price, worst_case_usd
 
-from support.child_kill import wait_for
+from support.child_step import start_child, wait_for
 from support.fake_batch_server import FakeBatchServer, result_line
 from support.teacher_fakeserver import completion, default_content
 from support.teacher_helpers import SECRET, files_contain, make_client, make_params, pool_rows
 
-CHILD = Path(__file__).parent / "support" / "batch_child.py"
 BATCH_PRICE = Price(0.5, 1.0)  # price (1.0, 2.0) at the default batch_factor 0.5
 
 
@@ -86,30 +85,19 @@ def test_one_job_answers_every_miss_at_batch_price_and_a_rerun_sends_nothing(tmp
     assert server.authorizations == {f"Bearer {SECRET}"} and files_contain(tmp_path, SECRET) == []
 
 
-def start_child(base_url: str, workdir: Path) -> subprocess.Popen:
-    env = {**os.environ, "BALDISTILL_TEST_KEY": SECRET, "BALDISTILL_TEACHER_CACHE": str(workdir / "cache")}
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), base_url, str(workdir)],
-        env={**env, "TQDM_DISABLE": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_a_step_killed_while_its_job_runs_polls_the_same_job_when_run_again(tmp_path):
     rows = pool_rows(1)
     write_rows(tmp_path / "rows.jsonl", rows)
     with FakeBatchServer() as server:
         server.release.clear()  # the job stays in_progress
-        child = start_child(server.base_url, tmp_path)
+        child = start_child("batch_child.py", server.base_url, tmp_path)
         wait_for(lambda: server.polls.count("batch_0") >= 3)
         child.send_signal(signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
         assert server.answered == [] and not (tmp_path / "out.jsonl").exists()
         polled = len(server.polls)
         server.release.set()
-        rerun = start_child(server.base_url, tmp_path)
+        rerun = start_child("batch_child.py", server.base_url, tmp_path)
         _, err = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err
     assert len(server.jobs) == 1 and server.uploads == 1  # no second job

@@ -3,30 +3,14 @@ answer once: a request one process is asking, the other waits for."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 from baldistill.core.rows import read_rows, write_rows
 
+from support.child_step import start_child
 from support.teacher_fakeserver import Action, FakeTeacher
-from support.teacher_helpers import SECRET, pool_rows
-
-CHILD = Path(__file__).parent / "support" / "teacher_child.py"
-
-
-def start_child(base_url: str, workdir: Path, cache: Path) -> subprocess.Popen:
-    env = {**os.environ, "BALDISTILL_TEST_KEY": SECRET, "BALDISTILL_TEACHER_CACHE": str(cache), "TQDM_DISABLE": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), base_url, str(workdir)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+from support.teacher_helpers import pool_rows
 
 
 def test_two_runs_asking_the_same_rows_at_once_pay_each_answer_once(tmp_path):
@@ -36,7 +20,7 @@ def test_two_runs_asking_the_same_rows_at_once_pay_each_answer_once(tmp_path):
         run.mkdir()
         write_rows(run / "rows.jsonl", rows)
     with FakeTeacher(delay=0.4) as server:  # both runs are in flight together
-        children = [start_child(server.base_url, run, cache) for run in runs]
+        children = [start_child("teacher_child.py", server.base_url, run, cache=cache) for run in runs]
         for child in children:
             _, err = child.communicate(timeout=120)
             assert child.returncode == 0, err
@@ -56,7 +40,7 @@ def test_a_run_that_fails_leaves_no_claim_behind(tmp_path):
     write_rows(tmp_path / "rows.jsonl", pool_rows(1))
     refuse = Action("status", 401, content="Incorrect API key provided")
     with FakeTeacher(lambda key, attempt, body: refuse) as server:
-        child = start_child(server.base_url, tmp_path, tmp_path / "cache")
+        child = start_child("teacher_child.py", server.base_url, tmp_path)
         child.communicate(timeout=120)
     assert child.returncode == 2
     with sqlite3.connect(tmp_path / "cache" / "cache.sqlite") as db:

@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from baldistill.core.rows import read_rows, write_rows
 
-from support.child_kill import kill_once_answers_are_stored, stored_server_keys
+from support.child_step import kill_once_answers_are_stored, start_child, stored_server_keys
 from support.teacher_fakeserver import Action, FakeTeacher
 from support.teacher_helpers import SECRET, files_contain, pool_rows
-
-CHILD = Path(__file__).parent / "support" / "teacher_child.py"
-
-
-def start_child(base_url: str, workdir: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "BALDISTILL_TEST_KEY": SECRET,
-        "BALDISTILL_TEACHER_CACHE": str(workdir / "cache"),
-        "TQDM_DISABLE": "1",
-    }
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), base_url, str(workdir)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_sigkill_midway_then_rerun_resumes(tmp_path):
     rows = pool_rows(2)[:8]
     write_rows(tmp_path / "rows.jsonl", rows)
     with FakeTeacher(delay=0.4) as server:
-        kill_once_answers_are_stored(server, start_child(server.base_url, tmp_path), tmp_path / "cache")
+        child = start_child("teacher_child.py", server.base_url, tmp_path)
+        kill_once_answers_are_stored(server, child, tmp_path / "cache")
         answered_before = server.answered()
         seen_before = len(server.seen)
         kept = answered_before & stored_server_keys(tmp_path / "cache")
@@ -44,7 +22,7 @@ def test_sigkill_midway_then_rerun_resumes(tmp_path):
         assert len(answered_before - kept) <= 1  # at most an answer caught in the kill's instant
         assert 3 <= len(kept) < len(rows)
 
-        rerun = start_child(server.base_url, tmp_path)
+        rerun = start_child("teacher_child.py", server.base_url, tmp_path)
         _, err = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err
         asked_again = [s.key for s in server.seen[seen_before:]]
@@ -59,7 +37,7 @@ def test_refused_request_exits_2_with_one_line_and_no_secret(tmp_path):
     write_rows(tmp_path / "rows.jsonl", pool_rows(1))
     refuse = Action("status", 401, content="Incorrect API key provided: {auth}")
     with FakeTeacher(lambda key, attempt, body: refuse) as server:
-        child = start_child(server.base_url, tmp_path)
+        child = start_child("teacher_child.py", server.base_url, tmp_path)
         _, err = child.communicate(timeout=120)
     assert child.returncode == 2
     lines = [line for line in err.strip().splitlines() if "call/s" not in line]  # minus the progress bar

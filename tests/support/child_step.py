@@ -1,16 +1,40 @@
-"""Killing a child step mid-run and waiting on what it left: shared by the
-resume, dollar-cap and Batch tests."""
+"""A miniature teacher step run as a child process (tests/support/*_child.py),
+killed mid-run and waited on: shared by the resume, parallel-run, dollar-cap
+and Batch tests."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from baldistill.teacher.cache import RequestCache
 
 from support.teacher_fakeserver import body_key
+from support.teacher_helpers import SECRET
+
+SUPPORT = Path(__file__).parent
+
+
+def start_child(script: str, base_url: str, workdir: Path, *args: str, cache: Path | None = None) -> subprocess.Popen:
+    """Run tests/support/`script` on `workdir` against `base_url`, with the test
+    key in the environment and the teacher cache at `cache` (default workdir/cache)."""
+    env = {
+        **os.environ,
+        "BALDISTILL_TEST_KEY": SECRET,
+        "BALDISTILL_TEACHER_CACHE": str(cache or workdir / "cache"),
+        "TQDM_DISABLE": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(SUPPORT / script), base_url, str(workdir), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stored_server_keys(cache_dir: Path) -> set[str]:
