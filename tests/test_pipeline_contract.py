@@ -10,6 +10,10 @@ really opens come from a `dvc repro` of the tiny pipeline with an audit hook.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -17,7 +21,7 @@ from typing import NamedTuple
 import pytest
 import yaml
 
-from support.dvc_project import dvc, make_project
+from support.dvc_project import dvc_watched, make_project
 from support.pipeline_contract import (
     REPO,
     Stage,
@@ -164,31 +168,58 @@ class Audited(NamedTuple):
     access: dict[str, Access]  # by stage name
 
 
+def _terminal_writer(request) -> Callable[[str], None]:
+    """Writes straight to pytest's terminal, past output capture (a no-op without one)."""
+    plugins = request.config.pluginmanager
+    terminal, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+
+    def write(text: str) -> None:
+        if terminal and capture:
+            with capture.global_and_fixture_disabled():
+                terminal.write(text, flush=True)
+
+    return write
+
+
+# About 70 s on this project's machines; a machine 4x slower needs about 5 minutes.
+AUDITED_REPRO_TIMEOUT_S = 600
+
+
 @pytest.fixture(scope="module")
-def audited(tmp_path_factory, tiny_student_dir) -> Audited:
-    """A `dvc repro` of the tiny two-stage pipeline with every step's file access logged."""
+def audited(request, tmp_path_factory, tiny_student_dir) -> Audited:
+    """A `dvc repro` of the tiny two-stage pipeline with every step's file access logged.
+
+    It is this file's one slow part, so it says on the terminal which stage it
+    is in as it goes: a run cut short from outside shows where it was."""
     root, log = tmp_path_factory.mktemp("audited"), tmp_path_factory.mktemp("audit-log")
     cache = tmp_path_factory.mktemp("teacher-cache")
+    say = _terminal_writer(request)
+    say("\naudited dvc repro of the tiny pipeline:")
     with FakeTeacher(teacher_reply) as teacher:
         make_project(root)
         configure(root, teacher.base_url, tiny_student_dir)
-        dvc(root, "repro", env={**audit_env(log, root), "BALDISTILL_TEACHER_CACHE": str(cache)})
+        env = {**audit_env(log, root), "BALDISTILL_TEACHER_CACHE": str(cache)}
+        dvc_watched(root, "repro", env=env, timeout=AUDITED_REPRO_TIMEOUT_S, say=lambda stage: say(f" {stage}"))
+    say(" done\n")
     stages = load_stages(root)
     steps = read_audit(log, root)
     return Audited(root, stages, {stage.name: access_of(stage, steps) for stage in stages})
 
 
+@pytest.mark.slow
 def test_every_step_ran_under_the_audit(audited):
     assert [s.name for s in audited.stages if audited.access[s.name] is None] == []
     assert all(audited.access[s.name].writes for s in audited.stages)
 
 
+@pytest.mark.slow
 def test_every_step_writes_only_its_own_outs(audited):
     stages, access = audited.stages, audited.access
     problems = [p for stage in stages for p in write_problems(stage, access[stage.name], stages)]
     assert not problems, report(problems)
 
 
+@pytest.mark.slow
 def test_every_step_reads_only_its_deps_and_every_data_file_dep_is_read(audited):
     stages, access = audited.stages, audited.access
     problems = [p for stage in stages for p in read_problems(stage, access[stage.name], stages)]
@@ -196,6 +227,7 @@ def test_every_step_reads_only_its_deps_and_every_data_file_dep_is_read(audited)
     assert not problems, report(problems)
 
 
+@pytest.mark.slow
 def test_a_removed_data_dep_and_a_removed_out_are_reported(audited):
     synthesize = next(s for s in audited.stages if s.name == "synthesize@s0")
     allocation = "data/stages/s0/allocation.json"
@@ -213,3 +245,21 @@ def test_a_removed_data_dep_and_a_removed_out_are_reported(audited):
     assert write_problems(crippled, access, stages) == [
         f"synthesize@s0: writes {synthetic}, which is no out of any stage"
     ]
+
+
+# --- the audit itself -------------------------------------------------------------
+
+
+def test_the_audit_keeps_a_sitecustomize_it_shadows(tmp_path):
+    """A harness's or distribution's own sitecustomize still runs in audited steps."""
+    root, log, other = tmp_path / "project", tmp_path / "log", tmp_path / "other"
+    for folder in (root / "stages", log, other):
+        folder.mkdir(parents=True)
+    (root / "data.txt").write_text("x")
+    (root / "stages" / "step.py").write_text("open('data.txt').read()\n")
+    (other / "sitecustomize.py").write_text(f"open({str(tmp_path / 'other-ran')!r}, 'w').close()\n")
+    env = audit_env(log, root)
+    env["PYTHONPATH"] += os.pathsep + str(other)
+    subprocess.run([sys.executable, "stages/step.py"], cwd=root, env={**os.environ, **env}, check=True)
+    assert (tmp_path / "other-ran").exists()
+    assert "data.txt" in read_audit(log, root)["stages/step.py"].reads  # the hook still logs

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from queue import Empty, Queue
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "data/raw")
@@ -59,6 +64,63 @@ def run(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = 
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, say: Callable[[str], None]) -> str:
+    """`dvc *args` that tells `say` each stage it starts, with the seconds since
+    the start, while it runs: a run cut short from outside (a harness's time
+    limit) still shows how far it got. Past `timeout` every Python process of
+    the run dumps its stack (faulthandler, on SIGABRT) into the failure message."""
+    command = [sys.executable, "-m", "dvc", *args]
+    process = subprocess.Popen(
+        command,
+        cwd=project,
+        env={**venv_env(), **env, "PYTHONFAULTHANDLER": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the stage scripts get the SIGABRT too
+    )
+    lines: list[str] = []
+    queue: Queue[str | None] = Queue()
+    threading.Thread(target=_pump, args=(process.stdout, queue), daemon=True).start()
+    start = time.monotonic()
+    deadline = start + timeout
+    try:
+        while (line := queue.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+            lines.append(line)
+            if line.startswith("Running stage '"):
+                stage = line.split("'")[1]
+                say(f"{stage} ({time.monotonic() - start:.0f} s)")
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except (Empty, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGABRT)
+        time.sleep(2)  # the dumps are written
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        lines += _drained(queue)
+        raise AssertionError(f"{' '.join(command)} still running after {timeout} s:\n{''.join(lines)}") from None
+    if process.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({process.returncode}):\n{''.join(lines)}")
+    return "".join(lines)
+
+
+def _pump(stream, queue: Queue) -> None:
+    """Every line of `stream` into `queue`, then None."""
+    for line in stream:
+        queue.put(line)
+    queue.put(None)
+
+
+def _drained(queue: Queue) -> list[str]:
+    """What is left in `queue` up to its None, or up to 10 s of silence."""
+    lines = []
+    try:
+        while (line := queue.get(timeout=10)) is not None:
+            lines.append(line)
+    except Empty:
+        pass
+    return lines
 
 
 def ran_stages(output: str) -> list[str]:
