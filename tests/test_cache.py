@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from baldistill.core.errors import BaldistillError
-from baldistill.teacher.cache import Claimant, RequestCache, default_dir, key_material, request_key
+from baldistill.teacher.cache import Claim, Claimant, RequestCache, default_dir, key_material, request_key
 
 MESSAGES = [{"role": "user", "content": "Explain. The answer is earn."}]
 
@@ -162,3 +162,31 @@ def test_a_released_claim_frees_the_key(tmp_path):
             cache.release("k", other)
             assert cache.claim("k", me, lease=60).granted
         sleeper.kill()
+
+
+def test_a_batch_is_claimed_in_one_transaction_key_by_key(tmp_path):
+    me = Claimant.this_process()
+    elsewhere = Claimant(me.host + "-elsewhere", me.pid)
+    with RequestCache(tmp_path) as cache:
+        cache.put("stored", {"q": 1}, {"content": "a"})
+        cache.claim("held", elsewhere, lease=3600)
+        claims = cache.claim_many(["stored", "held", "free"], me, lease=60)
+        assert claims == {
+            "stored": Claim({"content": "a"}, granted=False),
+            "held": Claim(None, granted=False),
+            "free": Claim(None, granted=True),
+        }
+        assert not cache.claim("free", elsewhere, lease=60).granted  # it is mine now
+
+
+def test_a_batch_claim_that_fails_midway_claims_nothing(tmp_path):
+    def keys():
+        yield "first"
+        raise KeyboardInterrupt  # the run is stopped while the batch is being claimed
+
+    me = Claimant.this_process()
+    elsewhere = Claimant(me.host + "-elsewhere", me.pid)
+    with RequestCache(tmp_path) as cache:
+        with pytest.raises(KeyboardInterrupt):
+            cache.claim_many(keys(), me, lease=3600)
+        assert cache.claim("first", elsewhere, lease=60).granted

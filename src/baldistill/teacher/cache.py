@@ -261,30 +261,42 @@ class RequestCache:
         return cursor.rowcount == 1
 
     def claim(self, key: str, claimant: Claimant, lease: float) -> Claim:
-        """In one transaction: the answer if it is stored; else the key claimed for
-        `claimant` (granted) unless another process that still runs holds it. A
-        holder on another host counts as running until its lease (seconds) ends."""
+        """`claim_many` of one key."""
+        return self.claim_many([key], claimant, lease)[key]
+
+    def claim_many(self, keys: Iterable[str], claimant: Claimant, lease: float) -> dict[str, Claim]:
+        """In one transaction, for each key: the answer if it is stored; else the key
+        claimed for `claimant` (granted) unless another process that still runs
+        holds it. A holder on another host counts as running until its lease
+        (seconds) ends. One transaction for a whole batch: one fsync, not one per key."""
         now = time.time()
+        claims = {}
         with self._lock:
             db = self._conn
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute("SELECT response FROM entries WHERE key = ?", (key,)).fetchone()
-                if row:
-                    db.execute("COMMIT")
-                    return Claim(json.loads(row[0]), granted=False)
-                held = db.execute("SELECT host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
-                if held and _holds(Claimant(held[0], held[1]), held[2], claimant, now):
-                    db.execute("COMMIT")
-                    return Claim(None, granted=False)
-                db.execute(
-                    "INSERT OR REPLACE INTO claims (key, host, pid, expires) VALUES (?, ?, ?, ?)",
-                    (key, claimant.host, claimant.pid, now + lease),
-                )
+                for key in keys:
+                    claims[key] = self._claim_in_transaction(db, key, claimant, now + lease, now)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        return claims
+
+    @staticmethod
+    def _claim_in_transaction(
+        db: sqlite3.Connection, key: str, claimant: Claimant, expires: float, now: float
+    ) -> Claim:
+        row = db.execute("SELECT response FROM entries WHERE key = ?", (key,)).fetchone()
+        if row:
+            return Claim(json.loads(row[0]), granted=False)
+        held = db.execute("SELECT host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
+        if held and _holds(Claimant(held[0], held[1]), held[2], claimant, now):
+            return Claim(None, granted=False)
+        db.execute(
+            "INSERT OR REPLACE INTO claims (key, host, pid, expires) VALUES (?, ?, ?, ?)",
+            (key, claimant.host, claimant.pid, expires),
+        )
         return Claim(None, granted=True)
 
     def release(self, key: str, claimant: Claimant) -> None:

@@ -257,7 +257,7 @@ class TeacherClient:
         self._asking, self._claimed = len(missing), usage.calls_paid  # for the cap's refusal message
         # Every miss is claimed before any is sent, in order, so requests still go
         # out in the batch's order (one at a time at concurrency 1).
-        claims = {key: self.cache.claim(key, self._claimant, self._claim_lease) for key in missing}
+        claims = self.cache.claim_many(missing, self._claimant, self._claim_lease)
         async with transport:
             tasks = [
                 asyncio.ensure_future(self._fetch(transport, key, request, usage, room, claims[key]))
