@@ -2,9 +2,11 @@
 
 import statistics
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from baldistill.core.errors import BaldistillError
 from baldistill.report.experiments import aggregate, aggregate_markdown, mean_per_domain
 
 scores = st.floats(min_value=0, max_value=1, allow_nan=False)
@@ -83,6 +85,15 @@ def test_a_metric_dvc_shows_as_the_string_none_reads_as_missing():
     run = summarize(row, "s1")
     assert run["generation_tokens_per_s"] is None and run["prompt_tokens_per_s"] == 76.1
     assert "| 76.1 | n/a |" in markdown([run])
+
+
+def test_a_metric_that_is_no_number_is_an_error_naming_run_and_column():
+    from baldistill.report.experiments import summarize
+
+    column = "metrics/s1/metrics.json:macro"
+    assert summarize({"Experiment": "x", column: "0.25"}, "s1")["macro"] == 0.25
+    with pytest.raises(BaldistillError, match=r"experiment x: metrics/s1/metrics.json:macro is 'high', not a number"):
+        summarize({"Experiment": "x", column: "high"}, "s1")
 
 
 def test_counts_that_dvc_gives_as_floats_stay_counts():

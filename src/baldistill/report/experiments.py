@@ -76,16 +76,26 @@ def summarize(row: dict, stage: str) -> dict:
         "experiment": row.get("Experiment") or row.get("rev"),
         "policy": row.get("policy.name"),
         "stage": stage,
-        **{c: number(row.get(scores + c)) for c in SCORES},
-        **{c: number(row.get(ledger + c)) for c in CALLS},
-        **{c: number(row.get((scores if where == "metrics" else ledger) + c)) for c, where in RUN_FACTS.items()},
+        **{c: number(row, scores + c) for c in SCORES},
+        **{c: number(row, ledger + c) for c in CALLS},
+        **{c: number(row, (scores if where == "metrics" else ledger) + c) for c, where in RUN_FACTS.items()},
     }
 
 
-def number(value):
-    """A metric as `dvc exp show` gives it, None where it has none: a JSON null in a
-    metrics file comes back as the string "None" (a run that paid no teacher call has no tokens/s)."""
-    return None if value is None or isinstance(value, str) else value
+def number(row: dict, column: str):
+    """`column` of a `dvc exp show` row as a number, None where it has none: a JSON
+    null in a metrics file comes back as the string "None" (a run that paid no
+    teacher call has no tokens/s). Any other text is a broken metrics file."""
+    value = row.get(column)
+    if value is None or value == "None":
+        return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            name = row.get("Experiment") or row.get("rev")
+            raise BaldistillError(f"experiment {name}: {column} is {value!r}, not a number") from None
+    return value
 
 
 def rows_selected(rev: str, final: str, repo: str | None) -> int | None:
