@@ -38,13 +38,25 @@ def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subproc
     return run(project, sys.executable, "-m", "dvc", *args, env=env)
 
 
+# Set by MPI, Slurm or torchrun around the test run, these would make every
+# student step (accelerate's PartialState) wait for peers that never come.
+LAUNCHER_VARIABLES = (
+    "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+    "PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE",
+)  # fmt: skip
+
+
 def venv_env() -> dict[str, str]:
     """The environment of an activated venv: dvc.yaml's `python stages/...` and
-    `dvc` itself must resolve to this interpreter's, as after `. .venv/bin/activate`."""
+    `dvc` itself must resolve to this interpreter's, as after `. .venv/bin/activate`.
+    Hermetic: no launcher of the outer run, and no model hub (every model is local)."""
     bindir = str(Path(sys.executable).parent)
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
     # No DVC analytics daemon: on a machine whose network drops packets instead of
     # refusing them, the daemon can hold the captured output pipes open for minutes.
-    return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1"}
+    # No hub: a model path that does not exist fails at once instead of being asked for.
+    offline = {"DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return {**env, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), **offline}
 
 
 # A stuck `dvc repro` must fail with what it printed, not stall the suite
