@@ -18,6 +18,8 @@ from baldistill.core import assets
 from baldistill.core.errors import BaldistillError
 from baldistill.student.model import converted_dir
 
+from support.dvc_project import LAUNCHER_VARIABLES
+
 STUDENT = "smollm2-135m-instruct"
 
 
@@ -49,6 +51,16 @@ def _tiny_llama(vocab_size: int, bos: int, eos: int) -> LlamaForCausalLM:
     )
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_outer_launcher():
+    """Tests that run the student in this process see no launcher variables of an
+    outer MPI/Slurm/torchrun job: accelerate would wait for peers (see venv_env)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in LAUNCHER_VARIABLES:
+            patch.delenv(name, raising=False)
+        yield
 
 
 @pytest.fixture(scope="session")
