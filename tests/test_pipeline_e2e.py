@@ -14,6 +14,8 @@ from support.dvc_project import dvc, make_project, ran_stages, run
 from support.teacher_fakeserver import FakeTeacher
 from support.tiny_pipeline import BUDGET, configure, teacher_reply
 
+pytestmark = pytest.mark.slow  # whole `dvc repro`s of the tiny pipeline: about 10 minutes
+
 
 @pytest.fixture(scope="module")
 def teacher():
