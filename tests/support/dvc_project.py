@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -106,9 +107,10 @@ def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, 
                 say(f"{stage} ({time.monotonic() - start:.0f} s)")
         process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except (Empty, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGABRT)
-        time.sleep(2)  # the dumps are written
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+            os.killpg(process.pid, signal.SIGABRT)
+            time.sleep(2)  # the dumps are written
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         lines += _drained(queue)
         raise AssertionError(f"{' '.join(command)} still running after {timeout} s:\n{''.join(lines)}") from None

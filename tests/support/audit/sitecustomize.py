@@ -66,10 +66,10 @@ def _run_shadowed_sitecustomize() -> None:
     """Python runs only the first sitecustomize on its path, and putting this
     folder first hides any other (a distribution's, a test harness's): run that
     one too, so the audited processes start as they would without the audit."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    rest = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != here]
+    here = os.path.dirname(os.path.realpath(__file__))
+    rest = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != here]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
-    if spec and spec.loader:
+    if spec and spec.loader and os.path.realpath(spec.origin or "") != os.path.realpath(__file__):
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
