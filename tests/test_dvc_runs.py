@@ -5,11 +5,18 @@ rather than holding the suite."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from support.dvc_project import dvc, dvc_watched, run
+from support.dvc_project import dvc, dvc_watched, run, venv_env
+
+TESTS = Path(__file__).resolve().parent
 
 
 def test_steps_run_without_the_outer_launcher_and_offline(tmp_path, monkeypatch):
@@ -31,3 +38,38 @@ def test_a_stuck_repro_fails_in_time_with_every_stack_and_says_where_it_was(tmp_
     assert [s.split(" (")[0] for s in said] == ["stuck"]
     assert "time.sleep(600)" in str(failure.value)  # the echoed command
     assert 'File "<string>", line 1 in <module>' in str(failure.value)  # the stuck step's own stack
+
+
+def _stuck_project(root: Path) -> Path:
+    """A DVC repo whose one stage writes its pid to `pid` and sleeps."""
+    (root / "stuck.py").write_text("import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    (root / "dvc.yaml").write_text("stages:\n  stuck:\n    cmd: python stuck.py\n")
+    run(root, "git", "init", "-q")
+    dvc(root, "init", "-q")
+    return root
+
+
+def test_a_watched_repro_interrupted_from_outside_shows_the_stacks_and_leaves_no_process(tmp_path):
+    """What an outer time limit does: SIGTERM to the test process mid-step."""
+    project = _stuck_project(tmp_path)
+    watcher = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
+        "from support.dvc_project import dvc_watched\n"
+        f"dvc_watched(__import__('pathlib').Path({str(project)!r}), 'repro', env={{}}, timeout=300,"
+        " say=lambda text: print(text, flush=True))\n"
+    )
+    outer = subprocess.Popen(
+        [sys.executable, "-c", watcher], env=venv_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not (project / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    step = int((project / "pid").read_text())
+    outer.send_signal(signal.SIGTERM)
+    out, _ = outer.communicate(timeout=60)
+    assert outer.returncode != 0
+    assert out.startswith("stuck (")
+    assert "interrupted after" in out and "its output and stacks" in out
+    assert 'stuck.py", line 3 in <module>' in out  # the step's own stack, dumped before the kill
+    with pytest.raises(ProcessLookupError):
+        os.kill(step, 0)  # the step is gone with its run, not left behind

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from queue import Empty, Queue
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "data/raw")
 
@@ -83,7 +85,9 @@ def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, 
     """`dvc *args` that tells `say` each stage it starts, with the seconds since
     the start, while it runs: a run cut short from outside (a harness's time
     limit) still shows how far it got. Past `timeout` every Python process of
-    the run dumps its stack (faulthandler, on SIGABRT) into the failure message."""
+    the run dumps its stack (faulthandler, on SIGABRT) into the failure message;
+    interrupted (Ctrl-C, or an outer limit's SIGTERM), it gives `say` the same
+    dump before it lets the interruption go on."""
     command = [sys.executable, "-m", "dvc", *args]
     process = subprocess.Popen(
         command,
@@ -100,23 +104,58 @@ def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, 
     start = time.monotonic()
     deadline = start + timeout
     try:
-        while (line := queue.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
-            lines.append(line)
-            if line.startswith("Running stage '"):
-                stage = line.split("'")[1]
-                say(f"{stage} ({time.monotonic() - start:.0f} s)")
-        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        with _sigterm_as_keyboard_interrupt():
+            while (line := queue.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+                lines.append(line)
+                if line.startswith("Running stage '"):
+                    stage = line.split("'")[1]
+                    say(f"{stage} ({time.monotonic() - start:.0f} s)")
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except (Empty, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):  # it may have ended just now
-            os.killpg(process.pid, signal.SIGABRT)
-            time.sleep(2)  # the dumps are written
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        lines += _drained(queue)
+        lines += _stacks_then_kill(process, queue)
         raise AssertionError(f"{' '.join(command)} still running after {timeout} s:\n{''.join(lines)}") from None
+    except KeyboardInterrupt:
+        lines += _stacks_then_kill(process, queue)
+        elapsed = time.monotonic() - start
+        say(f"\n{' '.join(command)} interrupted after {elapsed:.0f} s; its output and stacks:\n{''.join(lines)}")
+        raise
     if process.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({process.returncode}):\n{''.join(lines)}")
     return "".join(lines)
+
+
+@contextlib.contextmanager
+def _sigterm_as_keyboard_interrupt():
+    """SIGTERM (what `timeout` and most harnesses send first) raises
+    KeyboardInterrupt here, so the run's stacks are dumped before the end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stacks_then_kill(process: subprocess.Popen, queue: Queue) -> list[str]:
+    """Every Python process of the run dumps its stack (SIGABRT with faulthandler
+    on), the deepest first and one at a time, since they share one pipe and
+    dumps written together interleave; then the group is killed. Returns what
+    the run printed since."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for member in [*reversed(psutil.Process(process.pid).children(recursive=True)), process]:
+            with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+                os.kill(member.pid, signal.SIGABRT)
+                time.sleep(0.5)  # its dump is written
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return _drained(queue)
 
 
 def _pump(stream, queue: Queue) -> None:
