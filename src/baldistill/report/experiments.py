@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +23,9 @@ from pathlib import Path
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import atomic_open
 from baldistill.report.comparison import compare, comparison_markdown
+from baldistill.report.exp_rows import experiment_baselines, final_stage, number, pick, read_output
 from baldistill.report.plots import comparison_chart, head_tail_chart
+from baldistill.report.restored import own_ledgers, restored_markdown
 
 SCORES = ("macro", "micro", "head", "tail")
 CALLS = ("calls_budgeted", "calls_paid")
@@ -37,32 +38,12 @@ RUN_FACTS = {
     "prompt_tokens_per_s": "teacher",
     "generation_tokens_per_s": "teacher",
 }
+# Per run, what the run itself paid and measured: steps DVC restored from another
+# run's cache carry that run's calls and tokens/s in their ledger (report.restored).
+OWN_LEDGER_FACTS = ("calls_paid", "prompt_tokens_per_s", "generation_tokens_per_s")
 # Per run, from outside DVC's metrics: rows the select steps took (all stages) and
 # the run's wall time (from a TSV that the script running the experiments keeps).
 EXTRA_FACTS = ("rows_selected", "wall_min")
-
-
-def final_stage(row: dict) -> str | None:
-    """The highest sK that has a metrics file in this experiment."""
-    stages = {
-        int(m.group(1))
-        for key in row
-        if (m := re.match(r"metrics/s(\d+)/metrics\.json:macro$", key)) and row[key] is not None
-    }
-    return f"s{max(stages)}" if stages else None
-
-
-def pick(rows: list[dict], wanted: list[str]) -> list[dict]:
-    """Experiments by name or rev ("workspace" included); all of them if none named."""
-    if not wanted:
-        return [r for r in rows if r.get("rev") == "workspace" or r.get("Experiment")]
-    chosen = []
-    for name in wanted:
-        match = [r for r in rows if name in (r.get("Experiment"), r.get("rev"))]
-        if not match:
-            raise BaldistillError(f"no experiment or revision named {name!r} (see `dvc exp show`)")
-        chosen.append(match[0])
-    return chosen
 
 
 def label_of(row: dict) -> str:
@@ -80,22 +61,6 @@ def summarize(row: dict, stage: str) -> dict:
         **{c: number(row, ledger + c) for c in CALLS},
         **{c: number(row, (scores if where == "metrics" else ledger) + c) for c, where in RUN_FACTS.items()},
     }
-
-
-def number(row: dict, column: str):
-    """`column` of a `dvc exp show` row as a number, None where it has none: a JSON
-    null in a metrics file comes back as the string "None" (a run that paid no
-    teacher call has no tokens/s). Any other text is a broken metrics file."""
-    value = row.get(column)
-    if value is None or value == "None":
-        return None
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            name = row.get("Experiment") or row.get("rev")
-            raise BaldistillError(f"experiment {name}: {column} is {value!r}, not a number") from None
-    return value
 
 
 def rows_selected(rev: str, final: str, repo: str | None) -> int | None:
@@ -214,22 +179,6 @@ def mean_per_domain(runs: list[dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
-def experiment_baselines(repo: str | None) -> list[str]:
-    """HEAD and every commit some experiment was run from: seeds run over several
-    sittings may rest on different commits, and a report compares them all."""
-    from dvc.repo import Repo
-
-    with Repo(repo) as dvc_repo:
-        return ["HEAD", *dvc_repo.experiments.ls(all_commits=True)]
-
-
-def read_output(path: str, rev: str, repo: str | None) -> str:
-    """A DVC-tracked file as it was in experiment/revision `rev` ("workspace" = now)."""
-    import dvc.api
-
-    return dvc.api.read(path, repo=repo, rev=None if rev == "workspace" else rev)
-
-
 def intervals_section(
     rows: list[dict], summaries: list[dict], baseline: str, info: dict, repo: str | None, n_boot: int
 ) -> str:
@@ -273,13 +222,18 @@ def write_report(
     paths and rows. `times`: wall seconds per experiment name, where known."""
     import dvc.api
 
-    rows = pick(dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo)), wanted)
+    every_row = dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo))
+    rows = pick(every_row, wanted)
+    for row in rows:
+        if final_stage(row) is None:
+            raise BaldistillError(f"experiment {row.get('Experiment') or row.get('rev')} has no metrics yet")
+    own = own_ledgers(every_row, rows, repo)
     summaries, tables = [], []
     for row in rows:
         stage = final_stage(row)
-        if stage is None:
-            raise BaldistillError(f"experiment {row.get('Experiment') or row.get('rev')} has no metrics yet")
         summary = summarize(row, stage)
+        ledger, _ = own[summary["experiment"]]
+        summary.update({c: ledger.get(c) for c in OWN_LEDGER_FACTS})
         summary["rows_selected"] = rows_selected(row["rev"], stage, repo)
         wall = (times or {}).get(summary["experiment"])
         summary["wall_min"] = None if wall is None else round(wall / 60, 1)
@@ -287,6 +241,7 @@ def write_report(
         tables.append(per_domain(row["rev"], stage, repo))
     series = {label_of(row): table for row, table in zip(rows, tables)}
     text, title = markdown(summaries), "per-domain score, head to tail"
+    text += restored_markdown({name: steps for name, (_, steps) in own.items()})
     groups = aggregate(summaries)
     if any(g["runs"] > 1 for g in groups):
         text += "\n" + aggregate_markdown(groups)

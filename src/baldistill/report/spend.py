@@ -119,14 +119,12 @@ def workspace_ledger(metrics_dir: Path) -> dict | None:
 
 
 def experiment_ledgers(names: list[str], repo: str | None = None) -> dict[str, dict]:
-    """Each named DVC experiment's last-stage ledger, through `dvc exp show`."""
+    """Each named DVC experiment's last-stage ledger, through `dvc exp show`,
+    less the calls of teacher steps DVC restored from another run (report.restored)."""
     import dvc.api
 
-    from baldistill.report.experiments import experiment_baselines, final_stage, pick
+    from baldistill.report.exp_rows import experiment_baselines, pick
+    from baldistill.report.restored import own_ledgers
 
-    ledgers = {}
-    for row in pick(dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo)), names):
-        stage, name = final_stage(row), row.get("Experiment") or row.get("rev")
-        prefix = f"metrics/{stage}/teacher.json:"
-        ledgers[name] = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix) and v is not None}
-    return ledgers
+    rows = dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo))
+    return {name: ledger for name, (ledger, _) in own_ledgers(rows, pick(rows, names), repo).items()}

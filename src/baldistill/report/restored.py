@@ -1,0 +1,135 @@
+"""Which run paid for each teacher step, when DVC restored it in another.
+
+`dvc exp run` restores a step from DVC's run cache when its command, deps and
+params match a run made before: the outputs, the step's report and the ledger
+built from it are that earlier run's, so the later run would show calls and
+teacher tokens/s it never paid for or measured (issue 13's Duplicate seed 1
+showed seed 0's 114 calls). One teacher step is one report file: two runs
+whose dvc.lock give the same md5 for a step's report ran it once. The earliest
+run holding it (by commit time: an experiment is committed when it ends) made
+it; the others restored it, and the report takes its usage out of their ledgers.
+A run made outside these experiments (a discarded one) is not seen: the
+earliest run here that holds its output is taken for the one that paid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import yaml
+
+from baldistill.report.exp_rows import final_stage, ledger_of, read_output, run_name
+from baldistill.teacher.usage import LEDGER_FIELDS, SERVER_FIELDS, add_usage
+
+TEACHER_STEPS = ("synthesize", "annotate")
+
+
+def teacher_step_reports(lock_text: str) -> dict[str, tuple[str, str]]:
+    """{step@sK: (report path, md5)} of the teacher steps in a dvc.lock."""
+    steps = {}
+    for name, stage in (yaml.safe_load(lock_text) or {}).get("stages", {}).items():
+        if name.split("@")[0] in TEACHER_STEPS:
+            for out in stage.get("outs", []):
+                if out["path"].endswith("_report.json"):
+                    steps[name] = (out["path"], out["md5"])
+    return steps
+
+
+def makers(holdings: Iterable[tuple[str, float, dict[str, tuple[str, str]]]]) -> dict[tuple[str, str], str]:
+    """(step, report md5) -> the run that made it: the earliest of the runs
+    (name, commit time, teacher_step_reports) holding it; ties go to the first listed."""
+    made: dict[tuple[str, str], str] = {}
+    for name, _, steps in sorted(holdings, key=lambda holding: holding[1]):
+        for step, (_, md5) in steps.items():
+            made.setdefault((step, md5), name)
+    return made
+
+
+def restored(name: str, steps: dict[str, tuple[str, str]], made: dict[tuple[str, str], str]) -> dict[str, str]:
+    """{step: the run that made it} for the steps of run `name` that another run made."""
+    return {step: made[(step, md5)] for step, (_, md5) in steps.items() if made.get((step, md5), name) != name}
+
+
+def own_ledger(ledger: dict, restored_usages: list[dict]) -> dict:
+    """`ledger` without the teacher usage of restored steps: what the run itself
+    paid, and its own teacher tokens/s (None where it fetched nothing)."""
+    negated = [
+        {
+            **{field: -usage.get(field, 0) for field in LEDGER_FIELDS},
+            "server": {key: -((usage.get("server") or {}).get(key, 0)) for key in SERVER_FIELDS.values()},
+        }
+        for usage in restored_usages
+    ]
+    own = add_usage(ledger, *negated)
+    # Seconds left over where no token is are the ledger's rounding: no speed, not 0 tok/s.
+    for rate, tokens in (
+        ("prompt_tokens_per_s", "server_prompt_tokens"),
+        ("generation_tokens_per_s", "server_generated_tokens"),
+    ):
+        if own[tokens] <= 0:
+            own[rate] = None
+    return own
+
+
+def restored_teacher_steps(rows: list[dict], repo: str | None) -> dict[str, dict[str, tuple[str, str]]]:
+    """For each `dvc exp show` row (experiments and commits) that restored a
+    teacher step: {row name: {step: (maker, report path)}}."""
+    from dvc.exceptions import PathMissingError
+    from scmrepo.git import Git
+
+    git = Git(repo or ".")
+    holdings = []
+    for row in rows:
+        rev = row["rev"]
+        try:
+            lock = read_output("dvc.lock", rev, repo)
+        except (FileNotFoundError, PathMissingError):  # a commit from before the pipeline ran
+            continue
+        when = float("inf") if rev == "workspace" else git.resolve_commit(rev).commit_time
+        holdings.append((run_name(row), when, teacher_step_reports(lock)))
+    made = makers(holdings)
+    out = {}
+    for name, _, steps in holdings:
+        if found := restored(name, steps, made):
+            out[name] = {step: (maker, steps[step][0]) for step, maker in found.items()}
+    return out
+
+
+def own_ledgers(rows: list[dict], chosen: list[dict], repo: str | None) -> dict[str, tuple[dict, dict[str, str]]]:
+    """For each chosen row: (its final ledger without the paid calls of the steps
+    it restored, {restored step: the run that made it}). `rows`: every row `dvc
+    exp show` gave, where the makers are looked for. Only steps that paid calls
+    count: a step that paid none writes the same report every time it runs, so
+    the same md5 there does not tell a restored step from one run again."""
+    found = restored_teacher_steps(rows, repo)
+    out = {}
+    for row in chosen:
+        name, stage = run_name(row), final_stage(row)
+        ledger = ledger_of(row, stage) if stage else {}
+        usages = {
+            step: (made, json.loads(read_output(path, row["rev"], repo))["teacher"])
+            for step, (made, path) in found.get(name, {}).items()
+            if stage is not None and int(step.split("@s")[1]) <= int(stage[1:])
+        }
+        paid = {step: made_usage for step, made_usage in usages.items() if made_usage[1].get("calls_paid", 0) > 0}
+        own = own_ledger(ledger, [usage for _, usage in paid.values()]) if paid else ledger
+        out[name] = (own, {step: made for step, (made, _) in paid.items()})
+    return out
+
+
+def restored_markdown(restored_by_run: dict[str, dict[str, str]]) -> str:
+    """A note naming each run's restored teacher steps and who made them ("" if none)."""
+    lines = []
+    for name, steps in restored_by_run.items():
+        by_maker: dict[str, list[str]] = {}
+        for step, made in steps.items():
+            by_maker.setdefault(made, []).append(step)
+        if by_maker:
+            lines.append(f"- {name}: " + "; ".join(f"{', '.join(s)} made by {m}" for m, s in by_maker.items()))
+    if not lines:
+        return ""
+    return (
+        "\nTeacher steps DVC restored from its run cache: another run made them and paid their calls, "
+        "which are counted (with their tokens/s) in that run's row, not here.\n" + "\n".join(lines) + "\n"
+    )
