@@ -42,6 +42,7 @@ def test_a_stuck_repro_fails_in_time_with_every_stack_and_says_where_it_was(tmp_
 
 def _stuck_project(root: Path) -> Path:
     """A DVC repo whose one stage writes its pid to `pid` and sleeps."""
+    root.mkdir(exist_ok=True)
     (root / "stuck.py").write_text("import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
     (root / "dvc.yaml").write_text("stages:\n  stuck:\n    cmd: python stuck.py\n")
     run(root, "git", "init", "-q")
@@ -73,3 +74,29 @@ def test_a_watched_repro_interrupted_from_outside_shows_the_stacks_and_leaves_no
     assert 'stuck.py", line 3 in <module>' in out  # the step's own stack, dumped before the kill
     with pytest.raises(ProcessLookupError):
         os.kill(step, 0)  # the step is gone with its run, not left behind
+
+
+def test_a_watched_repro_cut_by_pytest_timeout_shows_the_stacks_and_leaves_no_process(tmp_path):
+    """What `pytest --timeout N` does to a test whose watched run is still going."""
+    project = _stuck_project(tmp_path / "project")
+    test_file = tmp_path / "test_cut.py"
+    test_file.write_text(
+        f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
+        "from pathlib import Path\n"
+        "from support.dvc_project import dvc_watched\n"
+        "def test_it():\n"
+        f"    dvc_watched(Path({str(project)!r}), 'repro', env={{}}, timeout=300, say=print)\n"
+    )
+    cut = subprocess.run(
+        [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--timeout=15", str(test_file)],
+        cwd=tmp_path,
+        env=venv_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cut.returncode == 1  # the test failed; the session went on
+    assert "interrupted after" in cut.stdout and "Timeout" in cut.stdout
+    assert 'stuck.py", line 3 in <module>' in cut.stdout
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((project / "pid").read_text()), 0)

@@ -86,8 +86,8 @@ def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, 
     the start, while it runs: a run cut short from outside (a harness's time
     limit) still shows how far it got. Past `timeout` every Python process of
     the run dumps its stack (faulthandler, on SIGABRT) into the failure message;
-    interrupted (Ctrl-C, or an outer limit's SIGTERM), it gives `say` the same
-    dump before it lets the interruption go on."""
+    interrupted (Ctrl-C, an outer limit's SIGTERM, pytest-timeout), it gives
+    `say` the same dump and kills the run before it lets the interruption go on."""
     command = [sys.executable, "-m", "dvc", *args]
     process = subprocess.Popen(
         command,
@@ -114,7 +114,7 @@ def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, 
     except (Empty, subprocess.TimeoutExpired):
         lines += _stacks_then_kill(process, queue)
         raise AssertionError(f"{' '.join(command)} still running after {timeout} s:\n{''.join(lines)}") from None
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM, pytest-timeout's failure: nothing is left running
         lines += _stacks_then_kill(process, queue)
         elapsed = time.monotonic() - start
         say(f"\n{' '.join(command)} interrupted after {elapsed:.0f} s; its output and stacks:\n{''.join(lines)}")
