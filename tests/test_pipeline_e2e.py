@@ -158,9 +158,13 @@ def test_budget_change_is_one_command(project, teacher):
     assert ledger["calls_budgeted"] == 9
 
 
-def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project):
+def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teacher):
+    # A teacher model name of their own: no answer is cached yet, so seed 1 pays for its s0 steps.
+    before, model = len(teacher.keys()), "teacher.model=fake-teacher-for-seeds"
     for seed in (1, 2):
-        dvc(project, "exp", "run", "-n", f"naive-seed{seed}", "-S", "policy.name=naive", "-S", f"train.seed={seed}")
+        policy, train_seed = "policy.name=naive", f"train.seed={seed}"
+        dvc(project, "exp", "run", "-n", f"naive-seed{seed}", "-S", policy, "-S", train_seed, "-S", model)
+    paid_for_seeds = len(teacher.keys()) - before  # requests the teacher answered for the two seeds
     times = project / "runs.tsv"  # as scripts/results.sh keeps it
     times.write_text("experiment\tcommit\twall_s\tfinished\nnaive-seed1\tx\t600\tt\n")
     dvc(project, "exp", "run", "-n", "adaptive-seed1", "-S", "policy.name=adaptive", "-S", "train.seed=1")
@@ -193,3 +197,8 @@ def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project):
     [naive1] = [line for line in report.splitlines() if line.startswith("| naive-seed1 |")]
     assert naive1.endswith("| 10 |")  # wall minutes from --times
     assert all(cell.strip().isdigit() for cell in [naive1.split("|")[-3]])  # rows selected over the stages
+    # Seed 2 restored seed 1's s0 teacher steps from DVC's run cache (same inputs): billed once, to seed 1.
+    [note] = [line for line in report.splitlines() if line.startswith("- naive-seed2: ")]
+    assert "annotate@s0" in note and note.endswith("made by naive-seed1")
+    billed = [int(line.split("|")[9]) for line in report.splitlines() if line.startswith("| naive-seed")]
+    assert sum(billed) == paid_for_seeds > 0

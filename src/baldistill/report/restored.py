@@ -8,8 +8,10 @@ showed seed 0's 114 calls). One teacher step is one report file: two runs
 whose dvc.lock give the same md5 for a step's report ran it once. The earliest
 run holding it (by commit time: an experiment is committed when it ends) made
 it; the others restored it, and the report takes its usage out of their ledgers.
-A run made outside these experiments (a discarded one) is not seen: the
-earliest run here that holds its output is taken for the one that paid.
+A run that `dvc exp show` does not list (a workspace `dvc repro` never
+committed, a removed experiment) is not seen: the earliest listed run holding
+its output is billed instead. The teacher cache's payment journal (`baldistill
+spend`) has the exact bill per payer.
 """
 
 from __future__ import annotations
