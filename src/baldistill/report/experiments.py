@@ -112,6 +112,7 @@ def markdown(summaries: list[dict]) -> str:
         "Answer sentence: share of test rows where the student stated its answer itself. "
         "Teacher tok/s: the local llama.cpp server's, from its log (n/a for a remote teacher, "
         "a run whose every answer came from the cache, or older runs). "
+        "Calls paid and tok/s are the run's own: not those of teacher steps DVC restored from another run. "
         "Wall min: the run's `dvc exp run`, from --times (n/a without).\n"
     )
 
