@@ -37,6 +37,7 @@ when run again instead of paying for a second one (batch.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -44,7 +45,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,26 +240,34 @@ class RequestCache:
         transaction; returns False if the key was already there (the payment is still
         journalled: it was paid)."""
         now = time.time()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO entries (key, request, response, created) VALUES (?, ?, ?, ?)",
+                (key, canonical_json(request), canonical_json(response), now),
+            )
+            db.execute("DELETE FROM claims WHERE key = ?", (key,))
+            if payment is not None:
+                db.execute(
+                    "INSERT INTO spend (key, payer, model, prompt_tokens, completion_tokens, usd, open, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                    (key, *payment.row(), now),
+                )
+        return cursor.rowcount == 1
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the thread lock: BEGIN IMMEDIATE (no other
+        writer can slip in between its reads and writes), one fsynced COMMIT,
+        and a ROLLBACK on any error, an interrupt included."""
         with self._lock:
             db = self._conn
             db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO entries (key, request, response, created) VALUES (?, ?, ?, ?)",
-                    (key, canonical_json(request), canonical_json(response), now),
-                )
-                db.execute("DELETE FROM claims WHERE key = ?", (key,))
-                if payment is not None:
-                    db.execute(
-                        "INSERT INTO spend (key, payer, model, prompt_tokens, completion_tokens, usd, open, created)"
-                        " VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
-                        (key, *payment.row(), now),
-                    )
+                yield db
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return cursor.rowcount == 1
 
     def claim(self, key: str, claimant: Claimant, lease: float) -> Claim:
         """`claim_many` of one key."""
@@ -270,18 +279,8 @@ class RequestCache:
         holds it. A holder on another host counts as running until its lease
         (seconds) ends. One transaction for a whole batch: one fsync, not one per key."""
         now = time.time()
-        claims = {}
-        with self._lock:
-            db = self._conn
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for key in keys:
-                    claims[key] = self._claim_in_transaction(db, key, claimant, now + lease, now)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return claims
+        with self._transaction() as db:
+            return {key: self._claim_in_transaction(db, key, claimant, now + lease, now) for key in keys}
 
     @staticmethod
     def _claim_in_transaction(
