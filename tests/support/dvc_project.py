@@ -75,10 +75,15 @@ def run(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = 
         )
     except subprocess.TimeoutExpired as stuck:
         out, err = (_text(stuck.stdout), _text(stuck.stderr))
-        raise AssertionError(f"{' '.join(args)} still running after {COMMAND_TIMEOUT_S} s:\n{out}\n{err}") from None
+        raise _failed(args, f"still running after {COMMAND_TIMEOUT_S} s", out, err) from None
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise _failed(args, f"failed ({result.returncode})", result.stdout, result.stderr)
     return result
+
+
+def _failed(command, what: str, *outputs: str) -> AssertionError:
+    """The failure of a command the tests ran: the command, what went wrong, and all it printed."""
+    return AssertionError(f"{' '.join(command)} {what}:\n" + "\n".join(outputs))
 
 
 def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, say: Callable[[str], None]) -> str:
@@ -113,14 +118,14 @@ def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, 
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except (Empty, subprocess.TimeoutExpired):
         lines += _stacks_then_kill(process, queue)
-        raise AssertionError(f"{' '.join(command)} still running after {timeout} s:\n{''.join(lines)}") from None
+        raise _failed(command, f"still running after {timeout} s", "".join(lines)) from None
     except BaseException:  # Ctrl-C, SIGTERM, pytest-timeout's failure: nothing is left running
         lines += _stacks_then_kill(process, queue)
         elapsed = time.monotonic() - start
         say(f"\n{' '.join(command)} interrupted after {elapsed:.0f} s; its output and stacks:\n{''.join(lines)}")
         raise
     if process.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({process.returncode}):\n{''.join(lines)}")
+        raise _failed(command, f"failed ({process.returncode})", "".join(lines))
     return "".join(lines)
 
 
