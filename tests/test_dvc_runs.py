@@ -27,14 +27,22 @@ def test_steps_run_without_the_outer_launcher_and_offline(tmp_path, monkeypatch)
     assert out.strip() == "[None, None, '1']"
 
 
-def test_a_stuck_repro_fails_in_time_with_every_stack_and_says_where_it_was(tmp_path):
+@pytest.mark.parametrize(
+    "limits,message",
+    [
+        (dict(timeout=30), "still running after 30 s"),
+        (dict(timeout=600, stage_timeout=20), "still in stage stuck after 20 s"),
+    ],
+    ids=["run limit", "stage limit"],
+)
+def test_a_stuck_repro_fails_in_time_with_every_stack_and_says_where_it_was(tmp_path, limits, message):
     (tmp_path / "dvc.yaml").write_text("stages:\n  stuck:\n    cmd: python -c 'import time; time.sleep(600)'\n")
     run(tmp_path, "git", "init", "-q")
     dvc(tmp_path, "init", "-q")
     said = []
-    # 30 s: time for dvc to start and reach the stage on a loaded machine
-    with pytest.raises(AssertionError, match="still running after 30 s") as failure:
-        dvc_watched(tmp_path, "repro", env={}, timeout=30, say=said.append)
+    # 20-30 s: time for dvc to start and reach the stage on a loaded machine
+    with pytest.raises(AssertionError, match=message) as failure:
+        dvc_watched(tmp_path, "repro", env={}, say=said.append, **limits)
     assert [s.split(" (")[0] for s in said] == ["stuck"]
     assert "time.sleep(600)" in str(failure.value)  # the echoed command
     assert 'File "<string>", line 1 in <module>' in str(failure.value)  # the stuck step's own stack

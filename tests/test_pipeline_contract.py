@@ -181,8 +181,12 @@ def _terminal_writer(request) -> Callable[[str], None]:
     return write
 
 
-# About 70 s on this project's machines; a machine 4x slower needs about 5 minutes.
-AUDITED_REPRO_TIMEOUT_S = 600
+# The run takes about 70 s on this project's machines, its longest step about 10 s;
+# a machine 4x slower needs about 5 minutes and 40 s. A stuck step fails with
+# every stack within a few minutes, before a harness's 10-minute limit cuts the
+# whole test run without them.
+AUDITED_REPRO_TIMEOUT_S = 450
+AUDITED_STAGE_TIMEOUT_S = 150
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +203,8 @@ def audited(request, tmp_path_factory, tiny_student_dir) -> Audited:
         make_project(root)
         configure(root, teacher.base_url, tiny_student_dir)
         env = {**audit_env(log, root), "BALDISTILL_TEACHER_CACHE": str(cache)}
-        dvc_watched(root, "repro", env=env, timeout=AUDITED_REPRO_TIMEOUT_S, say=lambda stage: say(f" {stage}"))
+        limits = dict(timeout=AUDITED_REPRO_TIMEOUT_S, stage_timeout=AUDITED_STAGE_TIMEOUT_S)
+        dvc_watched(root, "repro", env=env, say=lambda stage: say(f" {stage}"), **limits)
     say(" done\n")
     stages = load_stages(root)
     steps = read_audit(log, root)

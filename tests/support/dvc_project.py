@@ -86,13 +86,21 @@ def _failed(command, what: str, *outputs: str) -> AssertionError:
     return AssertionError(f"{' '.join(command)} {what}:\n" + "\n".join(outputs))
 
 
-def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, say: Callable[[str], None]) -> str:
+def dvc_watched(
+    project: Path,
+    *args: str,
+    env: dict[str, str],
+    timeout: float,
+    say: Callable[[str], None],
+    stage_timeout: float = float("inf"),
+) -> str:
     """`dvc *args` that tells `say` each stage it starts, with the seconds since
     the start, while it runs: a run cut short from outside (a harness's time
-    limit) still shows how far it got. Past `timeout` every Python process of
-    the run dumps its stack (faulthandler, on SIGABRT) into the failure message;
-    interrupted (Ctrl-C, an outer limit's SIGTERM, pytest-timeout), it gives
-    `say` the same dump and kills the run before it lets the interruption go on."""
+    limit) still shows how far it got. Past `timeout` for the run, or
+    `stage_timeout` for one stage, every Python process of the run dumps its
+    stack (faulthandler, on SIGABRT) into the failure message; interrupted
+    (Ctrl-C, an outer limit's SIGTERM, pytest-timeout), it gives `say` the
+    same dump and kills the run before it lets the interruption go on."""
     command = [sys.executable, "-m", "dvc", *args]
     process = subprocess.Popen(
         command,
@@ -107,18 +115,25 @@ def dvc_watched(project: Path, *args: str, env: dict[str, str], timeout: float, 
     queue: Queue[str | None] = Queue()
     threading.Thread(target=_pump, args=(process.stdout, queue), daemon=True).start()
     start = time.monotonic()
-    deadline = start + timeout
+    deadline, stage, stage_deadline = start + timeout, None, float("inf")
     try:
         with _sigterm_as_keyboard_interrupt():
-            while (line := queue.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+            # Checked at every line too: a stage that keeps printing is no less stuck.
+            while (left := min(deadline, stage_deadline) - time.monotonic()) > 0:
+                if (line := queue.get(timeout=left)) is None:
+                    break
                 lines.append(line)
                 if line.startswith("Running stage '"):
-                    stage = line.split("'")[1]
+                    stage, stage_deadline = line.split("'")[1], time.monotonic() + stage_timeout
                     say(f"{stage} ({time.monotonic() - start:.0f} s)")
+            else:
+                raise Empty
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except (Empty, subprocess.TimeoutExpired):
+    except (Empty, subprocess.TimeoutExpired) as cut:
         lines += _stacks_then_kill(process, queue)
-        raise _failed(command, f"still running after {timeout} s", "".join(lines)) from None
+        in_stage = isinstance(cut, Empty) and stage_deadline < deadline  # the stage's limit came first
+        what = f"still in stage {stage} after {stage_timeout:g} s" if in_stage else None
+        raise _failed(command, what or f"still running after {timeout:g} s", "".join(lines)) from None
     except BaseException:  # Ctrl-C, SIGTERM, pytest-timeout's failure: nothing is left running
         lines += _stacks_then_kill(process, queue)
         elapsed = time.monotonic() - start
