@@ -83,6 +83,7 @@ def test_the_own_ledger_keeps_exactly_the_steps_the_run_made(usages, cut):
     own = own_ledger(full, restored_steps)
     alone = add_usage(empty_ledger(), *own_steps)
     assert own["calls_paid"] == alone["calls_paid"] and own["prompt_tokens"] == alone["prompt_tokens"]
+    assert own["calls_budgeted"] == full["calls_budgeted"]  # restored answers still count against B
     assert abs(own["usd_paid"] - alone["usd_paid"]) < 1e-4
     assert own["server_generated_tokens"] == alone["server_generated_tokens"]
     if not any(u["server"]["generated_tokens"] for u in own_steps):

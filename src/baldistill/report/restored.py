@@ -25,6 +25,9 @@ from baldistill.report.exp_rows import final_stage, ledger_of, read_output, run_
 from baldistill.teacher.usage import LEDGER_FIELDS, SERVER_FIELDS, add_usage
 
 TEACHER_STEPS = ("synthesize", "annotate")
+# What a restored step's maker paid; its calls and dollars budgeted stay the run's
+# too (the run used those answers: they count against its B).
+PAID_FIELDS = tuple(field for field in LEDGER_FIELDS if field not in ("calls_budgeted", "usd_budgeted"))
 
 
 def teacher_step_reports(lock_text: str) -> dict[str, tuple[str, str]]:
@@ -54,11 +57,12 @@ def restored(name: str, steps: dict[str, tuple[str, str]], made: dict[tuple[str,
 
 
 def own_ledger(ledger: dict, restored_usages: list[dict]) -> dict:
-    """`ledger` without the teacher usage of restored steps: what the run itself
-    paid, and its own teacher tokens/s (None where it fetched nothing)."""
+    """`ledger` without what restored steps paid: the calls, tokens and dollars
+    the run itself paid, and its own teacher tokens/s (None where it fetched
+    nothing). What it budgeted stays: restored answers still count against its B."""
     negated = [
         {
-            **{field: -usage.get(field, 0) for field in LEDGER_FIELDS},
+            **{field: -usage.get(field, 0) for field in PAID_FIELDS},
             "server": {key: -((usage.get("server") or {}).get(key, 0)) for key in SERVER_FIELDS.values()},
         }
         for usage in restored_usages
