@@ -135,9 +135,10 @@ def dvc_watched(
         what = f"still in stage {stage} after {stage_timeout:g} s" if in_stage else None
         raise _failed(command, what or f"still running after {timeout:g} s", "".join(lines)) from None
     except BaseException:  # Ctrl-C, SIGTERM, pytest-timeout's failure: nothing is left running
+        # Said at once: a harness may kill this process soon after its SIGTERM.
+        say(f"\n{' '.join(command)} interrupted after {time.monotonic() - start:.0f} s in stage {stage}")
         lines += _stacks_then_kill(process, queue)
-        elapsed = time.monotonic() - start
-        say(f"\n{' '.join(command)} interrupted after {elapsed:.0f} s; its output and stacks:\n{''.join(lines)}")
+        say(f"\nits output and stacks:\n{''.join(lines)}")
         raise
     if process.returncode != 0:
         raise _failed(command, f"failed ({process.returncode})", "".join(lines))
