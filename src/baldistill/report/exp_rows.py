@@ -47,7 +47,7 @@ def number(row: dict, column: str):
         try:
             return float(value)
         except ValueError:
-            name = row.get("Experiment") or row.get("rev")
+            name = run_name(row)
             raise BaldistillError(f"experiment {name}: {column} is {value!r}, not a number") from None
     return value
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import atomic_open
 from baldistill.report.comparison import compare, comparison_markdown
-from baldistill.report.exp_rows import experiment_baselines, final_stage, number, pick, read_output
+from baldistill.report.exp_rows import experiment_baselines, final_stage, number, pick, read_output, run_name
 from baldistill.report.plots import comparison_chart, head_tail_chart
 from baldistill.report.restored import own_ledgers, restored_markdown
 
@@ -47,14 +47,14 @@ EXTRA_FACTS = ("rows_selected", "wall_min")
 
 
 def label_of(row: dict) -> str:
-    name = row.get("Experiment") or row.get("rev")
+    name = run_name(row)
     return f"{row.get('policy.name', '?')} ({name})"
 
 
 def summarize(row: dict, stage: str) -> dict:
     scores, ledger = f"metrics/{stage}/metrics.json:", f"metrics/{stage}/teacher.json:"
     return {
-        "experiment": row.get("Experiment") or row.get("rev"),
+        "experiment": run_name(row),
         "policy": row.get("policy.name"),
         "stage": stage,
         **{c: number(row, scores + c) for c in SCORES},
@@ -227,7 +227,7 @@ def write_report(
     rows = pick(every_row, wanted)
     for row in rows:
         if final_stage(row) is None:
-            raise BaldistillError(f"experiment {row.get('Experiment') or row.get('rev')} has no metrics yet")
+            raise BaldistillError(f"experiment {run_name(row)} has no metrics yet")
     own = own_ledgers(every_row, rows, repo)
     summaries, tables = [], []
     for row in rows:
