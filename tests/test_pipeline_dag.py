@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from support.dvc_project import dag_edges, dvc, make_project, ran_stages
+from support.dvc_project import REPO, dag_edges, dvc, make_project, ran_stages, run
 
 STEPS = ("allocate", "select", "synthesize", "annotate", "train", "evaluate")
 
@@ -83,3 +83,21 @@ def test_adding_a_stage_is_one_command(project):
     assert s2["stage"] == 2 and s2["teacher_calls"] > 0
     assert yaml.safe_load((project / "params.yaml").read_text())["stages"] == {"s0": "start", "s1": "s0", "s2": "s1"}
     assert {f"{step}@s2" for step in STEPS} <= set(stage_names(project))
+
+
+def test_bytecode_written_into_a_code_folder_dep_reruns_nothing(tmp_path):
+    """Steps depend on the folder src/baldistill/prompts; importing it writes
+    __pycache__ there wherever Python may write bytecode (this repo's .dvcignore)."""
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "prompts.yaml").write_text("ask: what?\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  step:\n    cmd: python -c \"open('out', 'w').write('1')\"\n"
+        "    deps: [code]\n    outs: [out]\n"
+    )
+    run(tmp_path, "git", "init", "-q")
+    dvc(tmp_path, "init", "-q")
+    (tmp_path / ".dvcignore").write_text((REPO / ".dvcignore").read_text())
+    assert ran_stages(dvc(tmp_path, "repro").stdout) == ["step"]
+    (tmp_path / "code" / "__pycache__").mkdir()
+    (tmp_path / "code" / "__pycache__" / "prompts.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    assert ran_stages(dvc(tmp_path, "repro").stdout) == []
