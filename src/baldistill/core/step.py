@@ -4,6 +4,7 @@ exit code 2 (never a traceback for a user's mistake)."""
 from __future__ import annotations
 
 import functools
+import gc
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -17,7 +18,7 @@ F = TypeVar("F", bound=Callable[..., object])
 
 def entry_point(func: F) -> F:
     """Wrap a stage's main(): BaldistillError -> one stderr line, exit 2;
-    Ctrl-C -> exit 130 (after the callee's cleanup ran)."""
+    Ctrl-C -> exit 130 (after the callee's cleanup ran); a quick exit after."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -29,6 +30,12 @@ def entry_point(func: F) -> F:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        finally:
+            # The step is over and its files are closed. Python's shutdown would
+            # now run full garbage collections over all that torch, transformers
+            # and sympy brought in: 1.2-1.4 s per student step here, 0.2 s with
+            # those objects frozen out of the collector (bench/step_exit.py).
+            gc.freeze()
 
     return wrapper  # type: ignore[return-value]
 
