@@ -8,6 +8,7 @@ costs milliseconds.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,12 @@ def _tiny_llama(vocab_size: int, bos: int, eos: int) -> LlamaForCausalLM:
     )
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval()
+
+
+def pytest_unconfigure(config):
+    """The run is over: exit without shutdown's full garbage collections over
+    torch's objects (over a second; see baldistill.core.step.entry_point)."""
+    gc.freeze()
 
 
 @pytest.fixture(scope="session", autouse=True)

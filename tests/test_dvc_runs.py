@@ -1,11 +1,12 @@
 """How the tests run dvc (support.dvc_project): in a hermetic environment, and,
-for the contract test's audited `dvc repro`, watched (dvc_watched): it says each
+for the contract test's audited `dvc repro`, watched (support.watched_run): it says each
 stage as it starts, and a stuck one fails in time with every process's stack
 rather than holding the suite."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from support.dvc_project import dvc, dvc_watched, run, venv_env
+from support.dvc_project import dvc, run, venv_env
+from support.watched_run import dvc_watched, watched_dvc
 
 TESTS = Path(__file__).resolve().parent
 
@@ -42,8 +44,9 @@ def test_a_stuck_repro_fails_in_time_with_every_stack_and_says_where_it_was(tmp_
     said = []
     # 20-30 s: time for dvc to start and reach the stage on a loaded machine
     with pytest.raises(AssertionError, match=message) as failure:
-        dvc_watched(tmp_path, "repro", env={}, say=said.append, **limits)
-    assert [s.split(" (")[0] for s in said] == ["stuck"]
+        dvc_watched(tmp_path, "repro", env={}, say=said.append, heartbeat=6, **limits)
+    beats = [s for s in said if re.fullmatch(r"\.\.\. \d+ s", s)]  # it said it was still going
+    assert beats and [s.split(" (")[0] for s in said if s not in beats] == ["stuck"]
     assert "time.sleep(600)" in str(failure.value)  # the echoed command
     assert 'File "<string>", line 1 in <module>' in str(failure.value)  # the stuck step's own stack
 
@@ -63,7 +66,7 @@ def test_a_watched_repro_interrupted_from_outside_shows_the_stacks_and_leaves_no
     project = _stuck_project(tmp_path)
     watcher = (
         f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
-        "from support.dvc_project import dvc_watched\n"
+        "from support.watched_run import dvc_watched\n"
         f"dvc_watched(__import__('pathlib').Path({str(project)!r}), 'repro', env={{}}, timeout=300,"
         " say=lambda text: print(text, flush=True))\n"
     )
@@ -91,7 +94,7 @@ def test_a_watched_repro_cut_by_pytest_timeout_shows_the_stacks_and_leaves_no_pr
     test_file.write_text(
         f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
         "from pathlib import Path\n"
-        "from support.dvc_project import dvc_watched\n"
+        "from support.watched_run import dvc_watched\n"
         "def test_it():\n"
         f"    dvc_watched(Path({str(project)!r}), 'repro', env={{}}, timeout=300, say=print)\n"
     )
@@ -108,3 +111,44 @@ def test_a_watched_repro_cut_by_pytest_timeout_shows_the_stacks_and_leaves_no_pr
     assert 'stuck.py", line 3 in <module>' in cut.stdout
     with pytest.raises(ProcessLookupError):
         os.kill(int((project / "pid").read_text()), 0)
+
+
+def test_a_run_waited_for_late_times_its_stage_from_the_stage_s_real_start(tmp_path):
+    """The contract test starts its audited run first and waits for it after its
+    static checks: a stage that began meanwhile is timed from when it began."""
+    project, said = _stuck_project(tmp_path), []
+    with watched_dvc(project, "repro", env={}, say=said.append) as watched:
+        _wait_for(project / "pid")
+        time.sleep(3)
+        waited_from = time.monotonic() - watched.start
+        with pytest.raises(AssertionError, match="still in stage stuck after 2 s"):
+            watched.wait(timeout=600, stage_timeout=2)
+    assert said[0].startswith("stuck (")
+    assert int(said[0].split("(")[1].split()[0]) < waited_from  # said when it began, not when read
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((project / "pid").read_text()), 0)
+
+
+def test_a_run_left_running_by_a_failure_beside_it_shows_its_stacks_and_leaves_no_process(tmp_path):
+    """A static test failing (or Ctrl-C) before the wait: the run is not orphaned."""
+    project, said = _stuck_project(tmp_path), []
+
+    def failing_beside_the_run():
+        with watched_dvc(project, "repro", env={}, say=said.append):
+            _wait_for(project / "pid")
+            raise RuntimeError("a failure beside the run")
+
+    with pytest.raises(RuntimeError, match="a failure beside the run"):
+        failing_beside_the_run()
+    assert said[0].startswith("stuck (")  # printed before the wait that never came
+    assert "interrupted after" in said[1] and said[1].endswith("in stage stuck")
+    assert 'stuck.py", line 3 in <module>' in said[2]
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((project / "pid").read_text()), 0)
+
+
+def _wait_for(path: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert path.exists(), f"{path} never appeared"

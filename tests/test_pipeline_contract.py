@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -21,7 +21,7 @@ from typing import NamedTuple
 import pytest
 import yaml
 
-from support.dvc_project import dvc_watched, make_project
+from support.dvc_project import make_project
 from support.pipeline_contract import (
     REPO,
     Stage,
@@ -43,6 +43,7 @@ from support.step_audit import (
 )
 from support.teacher_fakeserver import FakeTeacher
 from support.tiny_pipeline import configure, teacher_reply
+from support.watched_run import WatchedRun, watched_dvc
 
 
 def report(problems: list[str]) -> str:
@@ -181,34 +182,54 @@ def _terminal_writer(request) -> Callable[[str], None]:
     return write
 
 
-# The run takes about 70 s on this project's machines, its longest step about 10 s;
-# a machine 4x slower needs about 5 minutes and 40 s. A stuck step fails with
+# The run takes 45-65 s on this project's machines, its longest step about 10 s;
+# a machine 4x slower needs about 4 minutes and 40 s. A stuck step fails with
 # every stack within a few minutes, before a harness's 10-minute limit cuts the
 # whole test run without them.
 AUDITED_REPRO_TIMEOUT_S = 450
 AUDITED_STAGE_TIMEOUT_S = 150
+AUDITED_HEARTBEAT_S = 5
 
 
-@pytest.fixture(scope="module")
-def audited(request, tmp_path_factory, tiny_student_dir) -> Audited:
-    """A `dvc repro` of the tiny two-stage pipeline with every step's file access logged.
+class _Started(NamedTuple):
+    root: Path
+    log: Path
+    run: WatchedRun
 
-    It is this file's one slow part, so it says on the terminal which stage it
-    is in as it goes: a run cut short from outside shows where it was."""
+
+@pytest.fixture(scope="module", autouse=True)
+def audited_run(request, tmp_path_factory) -> Iterator[_Started | None]:
+    """The audited `dvc repro` of the tiny two-stage pipeline, with every step's
+    file access logged; started before this file's first test when a selected
+    test needs it, so the static checks run beside it. It is most of the file's
+    time (a run cut short from outside still shows how far it got, see audited)."""
+    if not any("audited" in item.fixturenames for item in request.session.items if item.path == request.path):
+        yield None
+        return
+    student = request.getfixturevalue("tiny_student_dir")
     root, log = tmp_path_factory.mktemp("audited"), tmp_path_factory.mktemp("audit-log")
     cache = tmp_path_factory.mktemp("teacher-cache")
     say = _terminal_writer(request)
-    say("\naudited dvc repro of the tiny pipeline:")
     with FakeTeacher(teacher_reply) as teacher:
         make_project(root)
-        configure(root, teacher.base_url, tiny_student_dir)
+        configure(root, teacher.base_url, student)
         env = {**audit_env(log, root), "BALDISTILL_TEACHER_CACHE": str(cache)}
-        limits = dict(timeout=AUDITED_REPRO_TIMEOUT_S, stage_timeout=AUDITED_STAGE_TIMEOUT_S)
-        dvc_watched(root, "repro", env=env, say=lambda stage: say(f" {stage}"), **limits)
+        with watched_dvc(root, "repro", env=env, say=lambda text: say(f" {text}")) as run:
+            yield _Started(root, log, run)
+
+
+@pytest.fixture(scope="module")
+def audited(request, audited_run: _Started) -> Audited:
+    """The audited run, waited for: it says on the terminal which stage it is in
+    as it goes, and every few seconds how long it has run."""
+    say = _terminal_writer(request)
+    say("\naudited dvc repro of the tiny pipeline:")
+    limits = dict(timeout=AUDITED_REPRO_TIMEOUT_S, stage_timeout=AUDITED_STAGE_TIMEOUT_S)
+    audited_run.run.wait(heartbeat=AUDITED_HEARTBEAT_S, **limits)
     say(" done\n")
-    stages = load_stages(root)
-    steps = read_audit(log, root)
-    return Audited(root, stages, {stage.name: access_of(stage, steps) for stage in stages})
+    stages = load_stages(audited_run.root)
+    steps = read_audit(audited_run.log, audited_run.root)
+    return Audited(audited_run.root, stages, {stage.name: access_of(stage, steps) for stage in stages})
 
 
 @pytest.mark.slow

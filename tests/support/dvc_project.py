@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from queue import Empty, Queue
-
-import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "data/raw")
@@ -31,6 +23,7 @@ def make_project(dest: Path) -> Path:
     run(dest, "git", "config", "user.email", "test@example.com")
     run(dest, "git", "config", "user.name", "test")
     run(dest, "dvc", "init", "-q")
+    shutil.copy(REPO / ".dvcignore", dest / ".dvcignore")  # over dvc init's empty one
     run(dest, "dvc", "config", "core.check_update", "false")  # the tests never reach the network
     run(dest, "git", "add", "-A")
     run(dest, "git", "commit", "-qm", "pipeline")
@@ -75,126 +68,15 @@ def run(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = 
         )
     except subprocess.TimeoutExpired as stuck:
         out, err = (_text(stuck.stdout), _text(stuck.stderr))
-        raise _failed(args, f"still running after {COMMAND_TIMEOUT_S} s", out, err) from None
+        raise failed(args, f"still running after {COMMAND_TIMEOUT_S} s", out, err) from None
     if check and result.returncode != 0:
-        raise _failed(args, f"failed ({result.returncode})", result.stdout, result.stderr)
+        raise failed(args, f"failed ({result.returncode})", result.stdout, result.stderr)
     return result
 
 
-def _failed(command, what: str, *outputs: str) -> AssertionError:
+def failed(command, what: str, *outputs: str) -> AssertionError:
     """The failure of a command the tests ran: the command, what went wrong, and all it printed."""
     return AssertionError(f"{' '.join(command)} {what}:\n" + "\n".join(outputs))
-
-
-def dvc_watched(
-    project: Path,
-    *args: str,
-    env: dict[str, str],
-    timeout: float,
-    say: Callable[[str], None],
-    stage_timeout: float = float("inf"),
-) -> str:
-    """`dvc *args` that tells `say` each stage it starts, with the seconds since
-    the start, while it runs: a run cut short from outside (a harness's time
-    limit) still shows how far it got. Past `timeout` for the run, or
-    `stage_timeout` for one stage, every Python process of the run dumps its
-    stack (faulthandler, on SIGABRT) into the failure message; interrupted
-    (Ctrl-C, an outer limit's SIGTERM, pytest-timeout), it gives `say` the
-    same dump and kills the run before it lets the interruption go on."""
-    command = [sys.executable, "-m", "dvc", *args]
-    process = subprocess.Popen(
-        command,
-        cwd=project,
-        env={**venv_env(), **env, "PYTHONFAULTHANDLER": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: the stage scripts get the SIGABRT too
-    )
-    lines: list[str] = []
-    queue: Queue[str | None] = Queue()
-    threading.Thread(target=_pump, args=(process.stdout, queue), daemon=True).start()
-    start = time.monotonic()
-    deadline, stage, stage_deadline = start + timeout, None, float("inf")
-    try:
-        with _sigterm_as_keyboard_interrupt():
-            # Checked at every line too: a stage that keeps printing is no less stuck.
-            while (left := min(deadline, stage_deadline) - time.monotonic()) > 0:
-                if (line := queue.get(timeout=left)) is None:
-                    break
-                lines.append(line)
-                if line.startswith("Running stage '"):
-                    stage, stage_deadline = line.split("'")[1], time.monotonic() + stage_timeout
-                    say(f"{stage} ({time.monotonic() - start:.0f} s)")
-            else:
-                raise Empty
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except (Empty, subprocess.TimeoutExpired) as cut:
-        lines += _stacks_then_kill(process, queue)
-        in_stage = isinstance(cut, Empty) and stage_deadline < deadline  # the stage's limit came first
-        what = f"still in stage {stage} after {stage_timeout:g} s" if in_stage else None
-        raise _failed(command, what or f"still running after {timeout:g} s", "".join(lines)) from None
-    except BaseException:  # Ctrl-C, SIGTERM, pytest-timeout's failure: nothing is left running
-        # Said at once: a harness may kill this process soon after its SIGTERM.
-        say(f"\n{' '.join(command)} interrupted after {time.monotonic() - start:.0f} s in stage {stage}")
-        lines += _stacks_then_kill(process, queue)
-        say(f"\nits output and stacks:\n{''.join(lines)}")
-        raise
-    if process.returncode != 0:
-        raise _failed(command, f"failed ({process.returncode})", "".join(lines))
-    return "".join(lines)
-
-
-@contextlib.contextmanager
-def _sigterm_as_keyboard_interrupt():
-    """SIGTERM (what `timeout` and most harnesses send first) raises
-    KeyboardInterrupt here, so the run's stacks are dumped before the end."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set a handler
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _stacks_then_kill(process: subprocess.Popen, queue: Queue) -> list[str]:
-    """Every Python process of the run dumps its stack (SIGABRT with faulthandler
-    on), the deepest first and one at a time, since they share one pipe and
-    dumps written together interleave; then the group is killed. Returns what
-    the run printed since."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        for member in [*reversed(psutil.Process(process.pid).children(recursive=True)), process]:
-            with contextlib.suppress(ProcessLookupError):  # it may have ended just now
-                os.kill(member.pid, signal.SIGABRT)
-                time.sleep(0.5)  # its dump is written
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    return _drained(queue)
-
-
-def _pump(stream, queue: Queue) -> None:
-    """Every line of `stream` into `queue`, then None."""
-    for line in stream:
-        queue.put(line)
-    queue.put(None)
-
-
-def _drained(queue: Queue) -> list[str]:
-    """What is left in `queue` up to its None, or up to 10 s of silence."""
-    lines = []
-    try:
-        while (line := queue.get(timeout=10)) is not None:
-            lines.append(line)
-    except Empty:
-        pass
-    return lines
 
 
 def ran_stages(output: str) -> list[str]:
