@@ -152,3 +152,18 @@ def _wait_for(path: Path, seconds: float = 60) -> None:
     while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert path.exists(), f"{path} never appeared"
+
+
+def test_a_slow_stage_s_output_is_said_as_it_comes(tmp_path):
+    """What a slow audited step prints (its own stack dumps) reaches the terminal
+    while it runs, not only in a failure an outer limit may never let happen."""
+    slow = "import faulthandler, time; faulthandler.dump_traceback_later(4); time.sleep(600)"
+    (tmp_path / "dvc.yaml").write_text(f'stages:\n  slow:\n    cmd: python -c "{slow}"\n')
+    run(tmp_path, "git", "init", "-q")
+    dvc(tmp_path, "init", "-q")
+    said = []
+    with pytest.raises(AssertionError, match="still in stage slow after 10 s"):
+        dvc_watched(tmp_path, "repro", env={}, say=said.append, timeout=120, stage_timeout=10, echo_after=2)
+    echoed = said.index("\nslow has run 2 s; all it prints from here on:\n")
+    assert said[echoed - 1].startswith("slow (")
+    assert any('File "<string>", line 1 in <module>' in line for line in said[echoed + 1 :])

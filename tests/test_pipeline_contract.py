@@ -189,6 +189,9 @@ def _terminal_writer(request) -> Callable[[str], None]:
 AUDITED_REPRO_TIMEOUT_S = 450
 AUDITED_STAGE_TIMEOUT_S = 150
 AUDITED_HEARTBEAT_S = 5
+# A step running this long (twice the longest here) writes its stacks every as
+# many seconds, and they are said on the terminal as they come.
+AUDITED_SLOW_STEP_S = 20
 
 
 class _Started(NamedTuple):
@@ -214,6 +217,7 @@ def audited_run(request, tmp_path_factory) -> Iterator[_Started | None]:
         make_project(root)
         configure(root, teacher.base_url, student)
         env = {**audit_env(log, root), "BALDISTILL_TEACHER_CACHE": str(cache)}
+        env["BALDISTILL_AUDIT_STACKS_EVERY_S"] = str(AUDITED_SLOW_STEP_S)
         with watched_dvc(root, "repro", env=env, say=lambda text: say(f" {text}")) as run:
             yield _Started(root, log, run)
 
@@ -221,11 +225,11 @@ def audited_run(request, tmp_path_factory) -> Iterator[_Started | None]:
 @pytest.fixture(scope="module")
 def audited(request, audited_run: _Started) -> Audited:
     """The audited run, waited for: it says on the terminal which stage it is in
-    as it goes, and every few seconds how long it has run."""
+    as it goes, every few seconds how long it has run, and a slow step's stacks."""
     say = _terminal_writer(request)
     say("\naudited dvc repro of the tiny pipeline:")
     limits = dict(timeout=AUDITED_REPRO_TIMEOUT_S, stage_timeout=AUDITED_STAGE_TIMEOUT_S)
-    audited_run.run.wait(heartbeat=AUDITED_HEARTBEAT_S, **limits)
+    audited_run.run.wait(heartbeat=AUDITED_HEARTBEAT_S, echo_after=AUDITED_SLOW_STEP_S, **limits)
     say(" done\n")
     stages = load_stages(audited_run.root)
     steps = read_audit(audited_run.log, audited_run.root)
@@ -289,3 +293,14 @@ def test_the_audit_keeps_a_sitecustomize_it_shadows(tmp_path):
     subprocess.run([sys.executable, "stages/step.py"], cwd=root, env={**os.environ, **env}, check=True)
     assert (tmp_path / "other-ran").exists()
     assert "data.txt" in read_audit(log, root)["stages/step.py"].reads  # the hook still logs
+
+
+def test_a_slow_audited_step_writes_its_stacks_and_goes_on(tmp_path):
+    root, log = tmp_path / "project", tmp_path / "log"
+    for folder in (root / "stages", log):
+        folder.mkdir(parents=True)
+    (root / "stages" / "step.py").write_text("import time\ntime.sleep(2.5)\nprint('finished')\n")
+    env = {**os.environ, **audit_env(log, root), "BALDISTILL_AUDIT_STACKS_EVERY_S": "1"}
+    done = subprocess.run([sys.executable, "stages/step.py"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "finished\n"
+    assert done.stderr.count('step.py", line 2 in <module>') == 2  # at 1 s and 2 s, where it slept

@@ -91,8 +91,7 @@ def test_bytecode_written_into_a_code_folder_dep_reruns_nothing(tmp_path):
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "prompts.yaml").write_text("ask: what?\n")
     (tmp_path / "dvc.yaml").write_text(
-        "stages:\n  step:\n    cmd: python -c \"open('out', 'w').write('1')\"\n"
-        "    deps: [code]\n    outs: [out]\n"
+        "stages:\n  step:\n    cmd: python -c \"open('out', 'w').write('1')\"\n    deps: [code]\n    outs: [out]\n"
     )
     run(tmp_path, "git", "init", "-q")
     dvc(tmp_path, "init", "-q")

@@ -47,6 +47,8 @@ class WatchedRun:
         self.start = time.monotonic()
         self.lines: list[str] = []
         self.stage: str | None = None
+        self._stage_at = 0.0  # when self.stage began
+        self._echo = False  # whether each line is said as it comes (a slow stage)
         # Lines come stamped with when they were printed: a run waited for late
         # still times its stages from their real start.
         self._queue: Queue[tuple[float, str] | None] = Queue()
@@ -55,22 +57,35 @@ class WatchedRun:
     def _seconds(self, at: float | None = None) -> str:
         return f"{(at or time.monotonic()) - self.start:.0f} s"
 
-    def wait(self, timeout: float, stage_timeout: float = float("inf"), heartbeat: float = float("inf")) -> str:
+    def wait(
+        self,
+        timeout: float,
+        stage_timeout: float = float("inf"),
+        heartbeat: float = float("inf"),
+        echo_after: float = float("inf"),
+    ) -> str:
         """All the run printed, once it has ended well. Fails with every stack
         past `timeout` for the run or `stage_timeout` for one stage; says the
-        run's seconds after each `heartbeat` seconds without a new stage."""
+        run's seconds after each `heartbeat` seconds without a new stage, and
+        says all a stage prints once it has run `echo_after` seconds (a slow
+        step's own stack dumps reach the terminal before an outer limit cuts)."""
         deadline, stage_deadline = self.start + timeout, float("inf")
         # Checked at every line too: a stage that keeps printing is no less stuck.
         while (left := min(deadline, stage_deadline) - time.monotonic()) > 0:
+            echo_at = self._stage_at + echo_after if self.stage and not self._echo else float("inf")
             try:
-                item = self._queue.get(timeout=min(left, heartbeat))
+                item = self._queue.get(timeout=max(0.0, min(left, heartbeat, echo_at - time.monotonic())))
             except Empty:
-                if min(deadline, stage_deadline) > time.monotonic():
-                    self.say(f"... {self._seconds()}")
-                continue
+                item = False
+            if time.monotonic() >= echo_at:
+                self._echo = True
+                self.say(f"\n{self.stage} has run {echo_after:g} s; all it prints from here on:\n")
             if item is None:
                 break
-            if self._took(item):
+            if item is False:
+                if min(deadline, stage_deadline, echo_at) > time.monotonic():
+                    self.say(f"... {self._seconds()}")
+            elif self._took(item):
                 stage_deadline = item[0] + stage_timeout
         else:
             in_stage = stage_deadline < deadline  # the stage's limit came first
@@ -88,8 +103,10 @@ class WatchedRun:
         at, line = item
         self.lines.append(line)
         if not line.startswith("Running stage '"):
+            if self._echo:
+                self.say(line)
             return False
-        self.stage = line.split("'")[1]
+        self.stage, self._stage_at, self._echo = line.split("'")[1], at, False
         self.say(f"{self.stage} ({self._seconds(at)})")
         return True
 

@@ -6,10 +6,14 @@ stage script (sys.argv[0] under stages/) and the processes that script starts
 (they inherit BALDISTILL_AUDIT_STEP), one file per process: a header line with
 the script's argv, then `KIND<TAB>PATH` lines, KIND one of read, write, mkdir,
 remove (a rename removes its source and writes its target).
+With BALDISTILL_AUDIT_STACKS_EVERY_S set, a step also writes every thread's
+stack to stderr each that many seconds it runs (and goes on): a slow step shows
+where it is before an outer time limit cuts the run.
 Files written by native code (safetensors, for one) raise no audit event; they
 land in folders the Python side also writes, so those folders still show up.
 """
 
+import faulthandler
 import importlib.machinery
 import importlib.util
 import os
@@ -60,6 +64,8 @@ def _install(step: str) -> None:
             record("mkdir", args[0])
 
     sys.addaudithook(hook)
+    if every := os.environ.get("BALDISTILL_AUDIT_STACKS_EVERY_S"):
+        faulthandler.dump_traceback_later(float(every), repeat=True)
 
 
 def _run_shadowed_sitecustomize() -> None:
