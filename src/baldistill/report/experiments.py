@@ -225,13 +225,12 @@ def write_report(
 
     every_row = dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo))
     rows = pick(every_row, wanted)
-    for row in rows:
-        if final_stage(row) is None:
-            raise BaldistillError(f"experiment {run_name(row)} has no metrics yet")
+    stages = [final_stage(row) for row in rows]
+    if unfinished := [run_name(row) for row, stage in zip(rows, stages) if stage is None]:
+        raise BaldistillError(f"experiment {unfinished[0]} has no metrics yet")
     own = own_ledgers(every_row, rows, repo)
     summaries, tables = [], []
-    for row in rows:
-        stage = final_stage(row)
+    for row, stage in zip(rows, stages):
         summary = summarize(row, stage)
         ledger, _ = own[summary["experiment"]]
         summary.update({c: ledger.get(c) for c in OWN_LEDGER_FACTS})
