@@ -33,7 +33,7 @@ def entry_point(func: F) -> F:
         finally:
             # The step is over and its files are closed. Python's shutdown would
             # now run full garbage collections over all that torch, transformers
-            # and sympy brought in: 1.2-1.4 s per student step here, 0.2 s with
+            # and sympy brought in: 1.1-1.4 s per student step here, 0.2 s with
             # those objects frozen out of the collector (bench/step_exit.py).
             gc.freeze()
 
