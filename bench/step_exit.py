@@ -1,13 +1,13 @@
 """How long a student step takes to exit once its work is done, with and
 without the garbage collector's objects frozen first (core.step.entry_point
-freezes them). Python's shutdown runs full collections over every object the
-step's imports made (torch, transformers, peft, sympy): on CPU-sized runs that
-is a second or more per step.
+freezes them at exit). Python's shutdown runs full collections over every
+object the step's imports made (torch, transformers, peft, sympy): on
+CPU-sized runs that is a second or more per step.
 
 Each trial is a fresh interpreter that imports what a student step imports,
-stamps the time, optionally calls gc.freeze(), and exits; the time from the
-stamp to the process's end is its exit time. The two variants alternate, so
-both see the same machine load.
+stamps the time, optionally registers gc.freeze() to run at exit (as
+entry_point does), and exits; the time from the stamp to the process's end is
+its exit time. The two variants alternate, so both see the same machine load.
 
     python bench/step_exit.py --trials 5
 """
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 STEP = """
-import gc, sys, time
+import atexit, gc, sys, time
 import torch, transformers.modeling_utils, peft
 {freeze}
 open(sys.argv[1], "w").write(repr(time.time()))
@@ -33,7 +33,7 @@ open(sys.argv[1], "w").write(repr(time.time()))
 def exit_seconds(freeze: bool) -> float:
     with tempfile.TemporaryDirectory() as folder:
         stamp = Path(folder) / "stamp"
-        code = STEP.format(freeze="gc.freeze()" if freeze else "")
+        code = STEP.format(freeze="atexit.register(gc.freeze)" if freeze else "")
         subprocess.run([sys.executable, "-c", code, str(stamp)], check=True)
         ended = time.time()
         return ended - float(stamp.read_text())
