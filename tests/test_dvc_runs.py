@@ -38,9 +38,7 @@ def test_steps_run_without_the_outer_launcher_and_offline(tmp_path, monkeypatch)
     ids=["run limit", "stage limit"],
 )
 def test_a_stuck_repro_fails_in_time_with_every_stack_and_says_where_it_was(tmp_path, limits, message):
-    (tmp_path / "dvc.yaml").write_text("stages:\n  stuck:\n    cmd: python -c 'import time; time.sleep(600)'\n")
-    run(tmp_path, "git", "init", "-q")
-    dvc(tmp_path, "init", "-q")
+    _one_stage_repo(tmp_path, "stuck", "python -c 'import time; time.sleep(600)'")
     said = []
     # 20-30 s: time for dvc to start and reach the stage on a loaded machine
     with pytest.raises(AssertionError, match=message) as failure:
@@ -55,7 +53,12 @@ def _stuck_project(root: Path) -> Path:
     """A DVC repo whose one stage writes its pid to `pid` and sleeps."""
     root.mkdir(exist_ok=True)
     (root / "stuck.py").write_text("import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
-    (root / "dvc.yaml").write_text("stages:\n  stuck:\n    cmd: python stuck.py\n")
+    return _one_stage_repo(root, "stuck", "python stuck.py")
+
+
+def _one_stage_repo(root: Path, stage: str, cmd: str) -> Path:
+    """A git and DVC repo at `root` whose dvc.yaml has the one stage `stage` running `cmd`."""
+    (root / "dvc.yaml").write_text(f"stages:\n  {stage}:\n    cmd: {cmd}\n")
     run(root, "git", "init", "-q")
     dvc(root, "init", "-q")
     return root
@@ -158,9 +161,7 @@ def test_a_slow_stage_s_output_is_said_as_it_comes(tmp_path):
     """What a slow audited step prints (its own stack dumps) reaches the terminal
     while it runs, not only in a failure an outer limit may never let happen."""
     slow = "import faulthandler, time; faulthandler.dump_traceback_later(4); time.sleep(600)"
-    (tmp_path / "dvc.yaml").write_text(f'stages:\n  slow:\n    cmd: python -c "{slow}"\n')
-    run(tmp_path, "git", "init", "-q")
-    dvc(tmp_path, "init", "-q")
+    _one_stage_repo(tmp_path, "slow", f'python -c "{slow}"')
     said = []
     with pytest.raises(AssertionError, match="still in stage slow after 10 s"):
         dvc_watched(tmp_path, "repro", env={}, say=said.append, timeout=120, stage_timeout=10, echo_after=2)
