@@ -8,12 +8,16 @@
 #   bash scripts/results.sh                     # R52: all 4 policies x 3 seeds
 #   SEEDS=0 POLICIES="random adaptive" bash scripts/results.sh
 #   DATASET=mcqa PARAMS="-S data.test_per_domain=100" POLICIES="random adaptive" bash scripts/results.sh
+#   TARGETS=evaluate@s1 ...          # only what the final evaluation needs (no s0 or zero-shot evaluation)
 #
 # Experiments are named <dataset>-<policy>-seed<s>. Each finished run appends
 # "name, commit, wall seconds, finished at" to $LOG; `baldistill report` adds
 # the teacher's tokens/s from each run's ledger. A run stopped by Ctrl-C or
 # SIGTERM writes its sitting's seconds to $SITTINGS; when it finishes in a
 # later sitting, its wall seconds in $LOG are the sum of all its sittings.
+# Each finished run's record (what `baldistill report` reads of it) is saved
+# under $RECORDS: commit them, and `baldistill report --from-runs $RECORDS`
+# rebuilds the report on a machine without the experiments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BALDISTILL_TEACHER_CACHE=${BALDISTILL_TEACHER_CACHE:-$PWD/.baldistill/teacher-cache}
@@ -25,6 +29,8 @@ LOG=${LOG:-docs/results/${DATASET}_runs.tsv}
 SITTINGS=${SITTINGS:-${LOG%.tsv}_sittings.tsv}
 SEEDS=${SEEDS:-"0 1 2"}
 POLICIES=${POLICIES:-"adaptive random naive duplicate"}
+TARGETS=${TARGETS:-}
+RECORDS=${RECORDS:-docs/results/runs}
 
 stopped() { # this sitting's seconds, added to the run's wall time when a later sitting finishes it
   printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - start))" "$(date -u +%FT%TZ)" >>"$SITTINGS"
@@ -43,12 +49,13 @@ for seed in $SEEDS; do
     fi
     start=$(date +%s)
     trap stopped INT TERM
-    # shellcheck disable=SC2086  # PARAMS is a list of -S options
+    # shellcheck disable=SC2086  # PARAMS is a list of -S options, TARGETS of stages
     dvc exp run --temp -n "$name" -S data.dataset="$DATASET" $PARAMS \
-      -S policy.name="$policy" -S train.seed="$seed"
+      -S policy.name="$policy" -S train.seed="$seed" $TARGETS
     trap - INT TERM
     earlier=$(awk -F'\t' -v n="$name" '$1 == n {s += $2} END {print s + 0}' "$SITTINGS" 2>/dev/null || echo 0)
     printf '%s\t%s\t%s\t%s\n' "$name" "$(git rev-parse --short HEAD)" "$((earlier + $(date +%s) - start))" \
       "$(date -u +%FT%TZ)" >>"$LOG"
+    baldistill report "$name" --save-runs "$RECORDS" --n-boot 1 --out "$(mktemp -d)" >/dev/null
   done
 done

@@ -158,7 +158,7 @@ def test_budget_change_is_one_command(project, teacher):
     assert ledger["calls_budgeted"] == 9
 
 
-def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teacher):
+def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teacher, tmp_path_factory):
     # A teacher model name of their own: no answer is cached yet, so seed 1 pays for its s0 steps.
     before, model = len(teacher.keys()), "teacher.model=fake-teacher-for-seeds"
     for seed in (1, 2):
@@ -185,6 +185,8 @@ def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teach
         "seeds",
         "--times",
         str(times),
+        "--save-runs",
+        "runs",
     ).stdout
     assert "| naive-seed1 | naive | s1 |" in report and "| naive-seed2 | naive | s1 |" in report
     assert "| naive | 2 | " in report and "±" in report
@@ -202,3 +204,15 @@ def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teach
     assert "annotate@s0" in note and note.endswith("made by naive-seed1")
     billed = [int(line.split("|")[9]) for line in report.splitlines() if line.startswith("| naive-seed")]
     assert sum(billed) == paid_for_seeds > 0
+    # The saved run records rebuild the same report outside the repository (as on a fresh clone).
+    elsewhere = tmp_path_factory.mktemp("fresh-clone")
+    again = run(
+        elsewhere,
+        sys.executable,
+        "-m",
+        "baldistill.cli",
+        "report",
+        *("naive-seed1", "naive-seed2", "adaptive-seed1"),
+        *("--baseline", "naive", "--n-boot", "50", "--times", str(times), "--from-runs", str(project / "runs")),
+    ).stdout
+    assert again.split("charts:")[0] == report.split("charts:")[0]

@@ -106,15 +106,20 @@ def fetch(names) -> None:
 @click.option("--baseline", default="random", show_default=True, help="policy the others are compared with")
 @click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(min=1), help="bootstrap replicates")
 @click.option("--times", type=click.Path(exists=True, dir_okay=False), help="TSV of each run's wall seconds")
-def report(experiments, out_dir, baseline, n_boot, times) -> None:
+@click.option("--save-runs", type=click.Path(file_okay=False), help="also write each run's record here (commit them)")
+@click.option("--from-runs", type=click.Path(file_okay=False), help="read runs that have a record here, not from DVC")
+def report(experiments, out_dir, baseline, n_boot, times, save_runs, from_runs) -> None:
     """Compare DVC experiments (names or revs, "workspace"; default: all):
     a markdown table (policy, macro, micro, head, tail, teacher calls), each
     policy against --baseline with paired bootstrap 95% intervals, and a
-    per-domain chart, head to tail, one series per experiment."""
+    per-domain chart, head to tail, one series per experiment. A run's record
+    (--save-runs) keeps what the report reads of it, so --from-runs rebuilds
+    the report where the experiments themselves are gone (a fresh clone)."""
     from baldistill.report.experiments import read_times, write_report
 
     wall = read_times(times) if times else None
-    result = write_report(list(experiments), out_dir, baseline=baseline, n_boot=n_boot, times=wall)
+    options = {"baseline": baseline, "n_boot": n_boot, "times": wall, "from_runs": from_runs, "save_runs": save_runs}
+    result = write_report(list(experiments), out_dir, **options)
     click.echo(Path(result["markdown"]).read_text(), nl=False)
     click.echo(f"charts: {result['chart']}, {result['head_tail_chart']}")
 

@@ -9,6 +9,8 @@ spread, and then the chart has one series per policy: its mean per domain with
 its spread. Each policy is compared with a baseline (default Random
 Finetune-CoT) by paired bootstrap intervals over the shared test rows
 (report.comparison).
+What the report reads of each run is first gathered into a run record
+(report.run_records), which can be saved and read back instead of DVC.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from baldistill.report.comparison import compare, comparison_markdown
 from baldistill.report.exp_rows import experiment_baselines, final_stage, number, pick, read_output, run_name
 from baldistill.report.plots import comparison_chart, head_tail_chart
 from baldistill.report.restored import own_ledgers, restored_markdown
+from baldistill.report.run_records import load_record, make_record, record_path, save_records
 
 SCORES = ("macro", "micro", "head", "tail")
 CALLS = ("calls_budgeted", "calls_paid")
@@ -44,11 +47,6 @@ OWN_LEDGER_FACTS = ("calls_paid", "prompt_tokens_per_s", "generation_tokens_per_
 # Per run, from outside DVC's metrics: rows the select steps took (all stages) and
 # the run's wall time (from a TSV that the script running the experiments keeps).
 EXTRA_FACTS = ("rows_selected", "wall_min")
-
-
-def label_of(row: dict) -> str:
-    name = run_name(row)
-    return f"{row.get('policy.name', '?')} ({name})"
 
 
 def summarize(row: dict, stage: str) -> dict:
@@ -180,35 +178,70 @@ def mean_per_domain(runs: list[dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
-def intervals_section(
-    rows: list[dict], summaries: list[dict], baseline: str, info: dict, repo: str | None, n_boot: int
-) -> str:
+def intervals_section(records: list[dict], baseline: str, n_boot: int) -> str:
     """The paired-bootstrap comparison of every policy with `baseline`, or a line saying why there is none."""
-    runs = by_policy(
-        summaries,
-        [
-            [
-                json.loads(line)
-                for line in read_output(f"metrics/{s['stage']}/predictions.jsonl", r["rev"], repo).splitlines()
-            ]
-            for r, s in zip(rows, summaries)
-        ],
-    )
+    summaries = [r["summary"] for r in records]
+    runs = by_policy(summaries, [r["predictions"] for r in records])
     if baseline not in runs:
         return f"\nNo {baseline} run among these experiments, so no intervals (choose one with --baseline).\n"
     if len(runs) < 2:
         return f"\nOnly {baseline} runs here: nothing to compare it with.\n"
-    counts = json.loads(read_output("data/prepared/counts.json", rows[0]["rev"], repo))
-    records = compare(
+    info = records[0]["info"]
+    records_out = compare(
         runs,
         baseline,
         task=info["task"],
         labels=info.get("labels") or [],
-        pool_counts=counts,
+        pool_counts=records[0]["counts"],
         head_threshold=info.get("head_threshold", 50),
         n_boot=n_boot,
     )
-    return "\n" + comparison_markdown(records, baseline, len(runs[baseline]), len(runs[baseline][0]))
+    return "\n" + comparison_markdown(records_out, baseline, len(runs[baseline]), len(runs[baseline][0]))
+
+
+def collect(wanted: list[str], repo: str | None = None) -> list[dict]:
+    """The run record (report.run_records) of each wanted experiment, read from DVC."""
+    import dvc.api
+
+    every_row = dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo))
+    rows = pick(every_row, wanted)
+    stages = [final_stage(row) for row in rows]
+    if unfinished := [run_name(row) for row, stage in zip(rows, stages) if stage is None]:
+        raise BaldistillError(f"experiment {unfinished[0]} has no metrics yet")
+    own = own_ledgers(every_row, rows, repo)
+    records = []
+    for row, stage in zip(rows, stages):
+        summary = summarize(row, stage)
+        ledger, restored = own[summary["experiment"]]
+        summary.update({c: ledger.get(c) for c in OWN_LEDGER_FACTS})
+        summary["rows_selected"] = rows_selected(row["rev"], stage, repo)
+        rev = row["rev"]
+        lines = read_output(f"metrics/{stage}/predictions.jsonl", rev, repo).splitlines()
+        predictions = [json.loads(line) for line in lines]
+        records.append(
+            make_record(
+                summary,
+                per_domain(rev, stage, repo),
+                restored,
+                predictions,
+                json.loads(read_output("data/prepared/info.json", rev, repo)),
+                json.loads(read_output("data/prepared/counts.json", rev, repo)),
+            )
+        )
+    return records
+
+
+def gather(wanted: list[str], repo: str | None = None, from_runs: str | Path | None = None) -> list[dict]:
+    """Records in the order wanted: from <from_runs>/<name>.json where that file
+    exists, the rest from DVC (which is not asked at all when every record is saved)."""
+    if from_runs is None:
+        return collect(wanted, repo)
+    if not wanted:
+        raise BaldistillError("--from-runs: name the experiments to read")
+    saved = {n: load_record(from_runs, n) for n in wanted if record_path(from_runs, n).exists()}
+    rest = [n for n in wanted if n not in saved]
+    live = dict(zip(rest, collect(rest, repo))) if rest else {}
+    return [saved[n] if n in saved else live[n] for n in wanted]
 
 
 def write_report(
@@ -218,30 +251,25 @@ def write_report(
     baseline: str = "random",
     n_boot: int = 1000,
     times: dict[str, float] | None = None,
+    from_runs: str | Path | None = None,
+    save_runs: str | Path | None = None,
 ) -> dict:
     """Write report.md, per_domain.png and head_tail.png under `out_dir`; returns the
-    paths and rows. `times`: wall seconds per experiment name, where known."""
-    import dvc.api
-
-    every_row = dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo))
-    rows = pick(every_row, wanted)
-    stages = [final_stage(row) for row in rows]
-    if unfinished := [run_name(row) for row, stage in zip(rows, stages) if stage is None]:
-        raise BaldistillError(f"experiment {unfinished[0]} has no metrics yet")
-    own = own_ledgers(every_row, rows, repo)
-    summaries, tables = [], []
-    for row, stage in zip(rows, stages):
-        summary = summarize(row, stage)
-        ledger, _ = own[summary["experiment"]]
-        summary.update({c: ledger.get(c) for c in OWN_LEDGER_FACTS})
-        summary["rows_selected"] = rows_selected(row["rev"], stage, repo)
+    paths and rows. `times`: wall seconds per experiment name, where known.
+    `from_runs`/`save_runs`: a folder of run records to read from / write to."""
+    records = gather(wanted, repo, from_runs)
+    if save_runs:
+        save_records(records, save_runs)
+    summaries = []
+    for record in records:
+        summary = dict(record["summary"])
         wall = (times or {}).get(summary["experiment"])
         summary["wall_min"] = None if wall is None else round(wall / 60, 1)
         summaries.append(summary)
-        tables.append(per_domain(row["rev"], stage, repo))
-    series = {label_of(row): table for row, table in zip(rows, tables)}
+    tables = [r["per_domain"] for r in records]
+    series = {f"{s['policy']} ({s['experiment']})": table for s, table in zip(summaries, tables)}
     text, title = markdown(summaries), "per-domain score, head to tail"
-    text += restored_markdown({name: steps for name, (_, steps) in own.items()})
+    text += restored_markdown({s["experiment"]: r["restored"] for s, r in zip(summaries, records)})
     groups = aggregate(summaries)
     if any(g["runs"] > 1 for g in groups):
         text += "\n" + aggregate_markdown(groups)
@@ -250,9 +278,8 @@ def write_report(
             for policy, runs in by_policy(summaries, tables).items()
         }
         title += ", mean ± sd over each policy's runs"
-    info = json.loads(read_output("data/prepared/info.json", rows[0]["rev"], repo))
-    head_threshold = info.get("head_threshold", 50)  # info.json of older runs lacks it: R52's 50
-    text += intervals_section(rows, summaries, baseline, info, repo, n_boot)
+    head_threshold = records[0]["info"].get("head_threshold", 50)  # info.json of older runs lacks it: R52's 50
+    text += intervals_section(records, baseline, n_boot)
     out = Path(out_dir)
     with atomic_open(out / "report.md") as handle:
         handle.write(text)

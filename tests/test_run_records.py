@@ -1,0 +1,77 @@
+"""Run records: a report rebuilt from saved records, with no DVC repository at all."""
+
+import json
+import random
+
+import pytest
+
+from baldistill.core.errors import BaldistillError
+from baldistill.report.experiments import write_report
+from baldistill.report.run_records import load_record, make_record, save_records
+
+DOMAINS = {"earn": 60, "acq": 55, "tin": 3, "zinc": 2}  # pool rows: two head, two tail at threshold 50
+
+
+def record(name: str, policy: str, accuracy: float, seed: int, restored: dict | None = None) -> dict:
+    """A run whose student answers each of 40 fixed test rows right with probability `accuracy`."""
+    draw = random.Random(seed)
+    predictions = []
+    for i in range(40):
+        domain = list(DOMAINS)[i % 4]
+        pred = domain if draw.random() < accuracy else "other"
+        predictions.append({"id": f"t{i}", "domain": domain, "gold": domain, "pred": pred, "route": "sentence"})
+    per_domain = {d: {"score": accuracy, "pool_rows": n, "n": 10} for d, n in DOMAINS.items()}
+    summary = {"experiment": name, "policy": policy, "stage": "s1", "macro": accuracy, "micro": accuracy}
+    summary |= {"head": accuracy, "tail": accuracy, "calls_budgeted": 40, "calls_paid": 7, "rows_selected": 40}
+    info = {"task": "classification", "labels": [*DOMAINS, "other"], "head_threshold": 50}
+    return make_record(summary, per_domain, restored or {}, predictions, info, DOMAINS)
+
+
+def test_records_keep_only_what_pairing_reads_and_come_back_unchanged(tmp_path):
+    one = record("r-1", "random", 0.5, 1)
+    [path] = save_records([one], tmp_path)
+    assert path == tmp_path / "r-1.json"
+    assert set(one["predictions"][0]) == {"id", "domain", "gold", "pred"}
+    assert load_record(tmp_path, "r-1") == one
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda r: r.update(version=0), "version"),
+        (lambda r: r.pop("predictions"), "predictions: missing"),
+        (lambda r: r["summary"].update(experiment="other"), "summary.experiment"),
+    ],
+)
+def test_a_broken_record_is_refused_naming_file_and_field(tmp_path, change, field):
+    broken = record("r-1", "random", 0.5, 1)
+    change(broken)
+    (tmp_path / "r-1.json").write_text(json.dumps(broken))
+    with pytest.raises(BaldistillError, match=rf"r-1\.json: {field}"):
+        load_record(tmp_path, "r-1")
+
+
+def test_a_missing_record_is_an_error_naming_the_file(tmp_path):
+    with pytest.raises(BaldistillError, match=r"r-9\.json: file not found"):
+        load_record(tmp_path, "r-9")
+
+
+def test_a_report_is_rebuilt_from_records_alone(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    adaptive = record("a-0", "adaptive", 0.9, 2, {"annotate@s0": "r-0"})
+    save_records([record("r-0", "random", 0.3, 0), record("r-1", "random", 0.35, 1), adaptive], runs)
+    monkeypatch.chdir(tmp_path)  # no DVC repository here: a record named is never looked for in DVC
+    result = write_report(["r-0", "r-1", "a-0"], "out", n_boot=200, times={"a-0": 600.0}, from_runs=runs)
+    text = (tmp_path / "out/report.md").read_text()
+    assert "| a-0 | adaptive | s1 | 90.00 |" in text and text.count("| random | s1 |") == 2
+    assert "| random | 2 | 32.50 ± 3.54 |" in text
+    [row] = [line for line in text.splitlines() if line.startswith("| adaptive | 1 | +")]
+    assert row.count("*") == 4  # 0.9 against about 0.33 on 40 rows: every interval excludes 0
+    assert "- a-0: annotate@s0 made by r-0" in text and "- r-" not in text
+    assert [s["wall_min"] for s in result["rows"]] == [None, None, 10.0]
+    assert (tmp_path / "out/head_tail.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_from_runs_needs_the_experiments_named(tmp_path):
+    with pytest.raises(BaldistillError, match="--from-runs"):
+        write_report([], tmp_path / "out", from_runs=tmp_path)
