@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from baldistill.core.errors import BaldistillError
 from baldistill.core.params import Params
 from baldistill.teacher.annotation import annotate
 from baldistill.teacher.endpoint import open_client
+from baldistill.teacher.server import teacher_endpoint
 
 from support.teacher_helpers import INFO, LABELS, pool_rows
 
@@ -132,4 +134,24 @@ def test_a_server_that_dies_at_startup_is_a_clear_error(tmp_path, monkeypatch):
     teacher = local_params().teacher
     with pytest.raises(BaldistillError, match=expected) as caught, open_client(teacher, budget=1) as client:
         annotate(pool_rows(1)[:1], 0, teacher, 1500, INFO, client)
+    assert "\n" not in str(caught.value)
+
+
+def request_after_killing_the_server(teacher, sig: signal.Signals) -> None:
+    import openai
+
+    before = server_pids()
+    with teacher_endpoint(teacher) as (url, _model):
+        [pid] = server_pids() - before
+        os.kill(pid, sig)
+        assert wait_gone({pid})
+        openai.OpenAI(base_url=url, api_key="x", max_retries=0).models.list()
+
+
+def test_a_server_that_dies_while_serving_is_a_clear_error():
+    """Killed under a request (as by SIGILL from a CPU feature the VM lacks): the
+    error says how the server ended, not only that the connection failed."""
+    expected = r"local teacher server died \(signal SIGILL\) while serving: .+"
+    with pytest.raises(BaldistillError, match=expected) as caught:
+        request_after_killing_the_server(local_params().teacher, signal.SIGILL)
     assert "\n" not in str(caught.value)

@@ -105,7 +105,15 @@ def local_server(
             _wait_until_ready(process, base_url, startup_timeout, log)
             if on_log is not None:
                 on_log(lambda: _read_log(log.name))
-            yield base_url
+            try:
+                yield base_url
+            except Exception as exc:
+                if process.poll() is None:
+                    raise
+                # The client saw only "connection error"; the server's end says why.
+                raise BaldistillError(
+                    f"local teacher server died ({_ended(process.returncode)}) while serving: {_tail(log)}"
+                ) from exc
         finally:
             stop(process)
 
@@ -148,6 +156,16 @@ def _answers(url: str) -> bool:
             return reply.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _ended(returncode: int) -> str:
+    """ "exit code 1", or "signal SIGILL" for a process a signal killed."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return f"signal {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"signal {-returncode}"
 
 
 def _read_log(path: str) -> str:
