@@ -187,7 +187,7 @@ def intervals_section(records: list[dict], baseline: str, n_boot: int) -> str:
     if len(runs) < 2:
         return f"\nOnly {baseline} runs here: nothing to compare it with.\n"
     info = records[0]["info"]
-    records_out = compare(
+    compared = compare(
         runs,
         baseline,
         task=info["task"],
@@ -196,7 +196,7 @@ def intervals_section(records: list[dict], baseline: str, n_boot: int) -> str:
         head_threshold=info.get("head_threshold", 50),
         n_boot=n_boot,
     )
-    return "\n" + comparison_markdown(records_out, baseline, len(runs[baseline]), len(runs[baseline][0]))
+    return "\n" + comparison_markdown(compared, baseline, len(runs[baseline]), len(runs[baseline][0]))
 
 
 def collect(wanted: list[str], repo: str | None = None) -> list[dict]:
