@@ -196,6 +196,35 @@ def summary(params_path) -> None:
 
 
 @main.group(cls=_Group)
+def cache() -> None:
+    """The teacher cache ($BALDISTILL_TEACHER_CACHE, else .baldistill/teacher-cache):
+    carry its answers to another machine without a DVC remote."""
+
+
+@cache.command("export")
+@click.argument("output", type=click.Path(dir_okay=False))
+def cache_export(output) -> None:
+    """Every stored answer to OUTPUT as JSONL ({key, request, response}; gzip if it ends in .gz)."""
+    from baldistill.teacher.cache import RequestCache
+
+    with RequestCache() as store:
+        count = store.export_jsonl(output, store.keys())
+    click.echo(f"{count} answers -> {output}")
+
+
+@cache.command("import")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def cache_import(inputs) -> None:
+    """Answers from `cache export` or a step's *_responses.jsonl. Each key is
+    re-derived from its request; a file with a bad line is refused whole."""
+    from baldistill.teacher.cache import RequestCache
+
+    with RequestCache() as store:
+        for path in inputs:
+            click.echo(f"{path}: {store.import_jsonl(path)} new answers, {len(store)} in the cache")
+
+
+@main.group(cls=_Group)
 def batch() -> None:
     """teacher.mode batch offline: a step's Batch input file run elsewhere (e.g. vLLM run_batch)."""
 

@@ -8,9 +8,12 @@ half-written output that DVC (or the next step) would mistake for a real one.
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,10 +43,26 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         raise
 
 
+@contextmanager
+def _text_out(path: str | os.PathLike) -> Iterator[Any]:
+    """atomic_open's text handle, gzip-compressed when `path` ends in .gz (mtime 0:
+    the same records give the same bytes, so DVC and git see no change)."""
+    if Path(path).suffix != ".gz":
+        with atomic_open(path) as handle:
+            yield handle
+        return
+    with (
+        atomic_open(path, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped,
+        io.TextIOWrapper(zipped, encoding="utf-8") as handle,
+    ):
+        yield handle
+
+
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
-    """Atomically write `records` as JSON lines; returns the number written."""
+    """Atomically write `records` as JSON lines (gzip when `path` ends in .gz); returns the number written."""
     count = 0
-    with atomic_open(path) as handle:
+    with _text_out(path) as handle:
         writer = jsonlines.Writer(handle, sort_keys=False, compact=True)
         for record in records:
             writer.write(record)
@@ -76,7 +95,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def read_jsonl(path: str | os.PathLike, parse: Callable[[dict, str], T] | None = None) -> list[T]:
-    """Read a JSONL file; `parse(obj, where)` validates each object.
+    """Read a JSONL file (gzip when its name ends in .gz); `parse(obj, where)` validates each object.
 
     `where` is "FILE:LINE", so validation errors name the file and line. Blank
     lines are skipped; a UTF-8 byte-order mark (spreadsheet exports write one)
@@ -86,6 +105,11 @@ def read_jsonl(path: str | os.PathLike, parse: Callable[[dict, str], T] | None =
     if not path.is_file():
         raise BaldistillError(f"{path}: file not found")
     data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise BaldistillError(f"{path}: not a readable gzip file ({exc})") from None
     if b"\x00" in data:  # no text file holds a NUL; say "binary" rather than quote a random byte
         lineno = data.count(b"\n", 0, data.index(b"\x00")) + 1
         raise BaldistillError(f"{path}:{lineno}: binary data (a NUL byte), not UTF-8 JSON lines")
