@@ -18,6 +18,10 @@
 # Each finished run's record (what `baldistill report` reads of it) is saved
 # under $RECORDS: commit them, and `baldistill report --from-runs $RECORDS`
 # rebuilds the report on a machine without the experiments.
+# The teacher's answers live in the teacher cache on this machine only: the
+# script imports $ANSWERS (if it exists) before the first run and exports the
+# whole cache to it after each one, so a later session on a fresh machine pays
+# for none of them again. Commit it (gzipped JSONL, about 0.2 KB an answer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BALDISTILL_TEACHER_CACHE=${BALDISTILL_TEACHER_CACHE:-$PWD/.baldistill/teacher-cache}
@@ -31,9 +35,12 @@ SEEDS=${SEEDS:-"0 1 2"}
 POLICIES=${POLICIES:-"adaptive random naive duplicate"}
 TARGETS=${TARGETS:-}
 RECORDS=${RECORDS:-docs/results/runs}
+ANSWERS=${ANSWERS:-docs/results/teacher-answers.jsonl.gz}
+if [ -f "$ANSWERS" ]; then baldistill cache import "$ANSWERS"; fi
 
 stopped() { # this sitting's seconds, added to the run's wall time when a later sitting finishes it
   printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - start))" "$(date -u +%FT%TZ)" >>"$SITTINGS"
+  baldistill cache export "$ANSWERS" || true # what the stopped run paid for is kept too
   exit 130
 }
 
@@ -57,5 +64,6 @@ for seed in $SEEDS; do
     printf '%s\t%s\t%s\t%s\n' "$name" "$(git rev-parse --short HEAD)" "$((earlier + $(date +%s) - start))" \
       "$(date -u +%FT%TZ)" >>"$LOG"
     baldistill report "$name" --save-runs "$RECORDS" --n-boot 1 --out "$(mktemp -d)" >/dev/null
+    baldistill cache export "$ANSWERS"
   done
 done
