@@ -63,7 +63,8 @@ for seed in $SEEDS; do
     earlier=$(awk -F'\t' -v n="$name" '$1 == n {s += $2} END {print s + 0}' "$SITTINGS" 2>/dev/null || echo 0)
     printf '%s\t%s\t%s\t%s\n' "$name" "$(git rev-parse --short HEAD)" "$((earlier + $(date +%s) - start))" \
       "$(date -u +%FT%TZ)" >>"$LOG"
-    baldistill report "$name" --save-runs "$RECORDS" --n-boot 1 --out "$(mktemp -d)" >/dev/null
+    baldistill report "$name" --save-runs "$RECORDS" --n-boot 1 --out "$(mktemp -d)" >/dev/null ||
+      echo "$name: its record was not saved; run the line above by hand" >&2 # the next run goes on
     baldistill cache export "$ANSWERS"
   done
 done

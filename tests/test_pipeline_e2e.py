@@ -216,3 +216,13 @@ def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teach
         *("--baseline", "naive", "--n-boot", "50", "--times", str(times), "--from-runs", str(project / "runs")),
     ).stdout
     assert again.split("charts:")[0] == report.split("charts:")[0]
+
+
+def test_a_run_that_evaluated_only_its_last_stage_is_reported(tmp_path, teacher, tiny_student_dir):
+    """`dvc exp run evaluate@s1` leaves only s1's metrics, so `dvc exp show` drops
+    the file from their names ("macro"); the report reads the files instead."""
+    root = make_project(tmp_path)
+    configure(root, teacher.base_url, tiny_student_dir)
+    dvc(root, "exp", "run", "-n", "last-only", "evaluate@s1")
+    command = [sys.executable, "-m", "baldistill.cli", "report", "last-only", "--n-boot", "10", "--out", "rep"]
+    assert "| last-only | adaptive | s1 |" in run(root, *command).stdout

@@ -3,9 +3,13 @@ and the files DVC tracked in each: shared by `baldistill report` and `spend`."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from baldistill.core.errors import BaldistillError
+
+# A stage's metrics files, as dvc.yaml declares them.
+METRICS_FILES = ("metrics/{stage}/metrics.json", "metrics/{stage}/teacher.json")
 
 
 def run_name(row: dict) -> str:
@@ -73,3 +77,24 @@ def ledger_of(row: dict, stage: str) -> dict:
     prefix = f"metrics/{stage}/teacher.json:"
     values = {key[len(prefix) :]: number(row, key) for key in row if key.startswith(prefix)}
     return {key: value for key, value in values.items() if value is not None}
+
+
+def with_file_metrics(row: dict, repo: str | None) -> dict:
+    """`row` with each stage's metrics under "file:name" columns, read from the files.
+
+    `dvc exp show` prefixes a metric with its file only where two files share
+    the name, so a run that evaluated only its last stage (`dvc exp run
+    evaluate@s1`) shows `macro`, not `metrics/s1/metrics.json:macro`, and would
+    look unfinished. Reading the files gives every run the same columns."""
+    from dvc.exceptions import DvcException
+
+    out = dict(row)
+    for stage in ["start", *(key.split(".", 1)[1] for key in row if key.startswith("stages."))]:
+        for template in METRICS_FILES:
+            path = template.format(stage=stage)
+            try:
+                values = json.loads(read_output(path, row["rev"], repo))
+            except (FileNotFoundError, DvcException, ValueError):  # a stage this run did not evaluate
+                continue
+            out.update({f"{path}:{k}": v for k, v in values.items() if not isinstance(v, dict | list)})
+    return out

@@ -25,7 +25,15 @@ from pathlib import Path
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import atomic_open
 from baldistill.report.comparison import compare, comparison_markdown
-from baldistill.report.exp_rows import experiment_baselines, final_stage, number, pick, read_output, run_name
+from baldistill.report.exp_rows import (
+    experiment_baselines,
+    final_stage,
+    number,
+    pick,
+    read_output,
+    run_name,
+    with_file_metrics,
+)
 from baldistill.report.plots import comparison_chart, head_tail_chart
 from baldistill.report.restored import own_ledgers, restored_markdown
 from baldistill.report.run_records import load_record, make_record, record_path, save_records
@@ -204,7 +212,7 @@ def collect(wanted: list[str], repo: str | None = None) -> list[dict]:
     import dvc.api
 
     every_row = dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo))
-    rows = pick(every_row, wanted)
+    rows = [with_file_metrics(row, repo) for row in pick(every_row, wanted)]
     stages = [final_stage(row) for row in rows]
     if unfinished := [run_name(row) for row, stage in zip(rows, stages) if stage is None]:
         raise BaldistillError(f"experiment {unfinished[0]} has no metrics yet")

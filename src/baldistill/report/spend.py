@@ -123,8 +123,9 @@ def experiment_ledgers(names: list[str], repo: str | None = None) -> dict[str, d
     less the calls of teacher steps DVC restored from another run (report.restored)."""
     import dvc.api
 
-    from baldistill.report.exp_rows import experiment_baselines, pick
+    from baldistill.report.exp_rows import experiment_baselines, pick, with_file_metrics
     from baldistill.report.restored import own_ledgers
 
     rows = dvc.api.exp_show(repo=repo, revs=experiment_baselines(repo))
-    return {name: ledger for name, (ledger, _) in own_ledgers(rows, pick(rows, names), repo).items()}
+    chosen = [with_file_metrics(row, repo) for row in pick(rows, names)]
+    return {name: ledger for name, (ledger, _) in own_ledgers(rows, chosen, repo).items()}
