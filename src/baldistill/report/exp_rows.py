@@ -7,9 +7,7 @@ import json
 import re
 
 from baldistill.core.errors import BaldistillError
-
-# A stage's metrics files, as dvc.yaml declares them.
-METRICS_FILES = ("metrics/{stage}/metrics.json", "metrics/{stage}/teacher.json")
+from baldistill.core.layout import StagePaths
 
 
 def run_name(row: dict) -> str:
@@ -90,8 +88,8 @@ def with_file_metrics(row: dict, repo: str | None) -> dict:
 
     out = dict(row)
     for stage in ["start", *(key.split(".", 1)[1] for key in row if key.startswith("stages."))]:
-        for template in METRICS_FILES:
-            path = template.format(stage=stage)
+        here = StagePaths(stage)
+        for path in (here.metrics.as_posix(), here.ledger.as_posix()):
             try:
                 values = json.loads(read_output(path, row["rev"], repo))
             except (FileNotFoundError, DvcException, ValueError):  # a stage this run did not evaluate
