@@ -25,8 +25,14 @@ def final_stage(row: dict) -> str | None:
     return f"s{max(stages)}" if stages else None
 
 
+# `dvc exp show` keeps listing a `--temp` run that was stopped or failed, under
+# its name and with one of these states, beside the finished run of that name.
+UNFINISHED_STATES = frozenset({"Queued", "Running", "Failed"})
+
+
 def pick(rows: list[dict], wanted: list[str]) -> list[dict]:
-    """Experiments by name or rev ("workspace" included); all of them if none named."""
+    """Experiments by name or rev ("workspace" included); all of them if none named.
+    A name that a stopped run left behind beside a finished one means the finished one."""
     if not wanted:
         return [r for r in rows if r.get("rev") == "workspace" or r.get("Experiment")]
     chosen = []
@@ -34,7 +40,7 @@ def pick(rows: list[dict], wanted: list[str]) -> list[dict]:
         match = [r for r in rows if name in (r.get("Experiment"), r.get("rev"))]
         if not match:
             raise BaldistillError(f"no experiment or revision named {name!r} (see `dvc exp show`)")
-        chosen.append(match[0])
+        chosen.append(min(match, key=lambda row: row.get("State") in UNFINISHED_STATES))  # first finished
     return chosen
 
 
