@@ -4,13 +4,14 @@ policies and sharing through a DVC remote cost exactly what they should."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import sys
 
 import pytest
 
-from support.dvc_project import dvc, make_project, ran_stages, run
+from support.dvc_project import REPO, dvc, make_project, ran_stages, run
 from support.teacher_fakeserver import FakeTeacher
 from support.tiny_pipeline import BUDGET, configure, teacher_reply
 
@@ -226,3 +227,32 @@ def test_a_run_that_evaluated_only_its_last_stage_is_reported(tmp_path, teacher,
     dvc(root, "exp", "run", "-n", "last-only", "evaluate@s1")
     command = [sys.executable, "-m", "baldistill.cli", "report", "last-only", "--n-boot", "10", "--out", "rep"]
     assert "| last-only | adaptive | s1 |" in run(root, *command).stdout
+
+
+def test_results_script_logs_saves_the_record_and_the_answers_and_skips_a_finished_run(project, teacher):
+    """scripts/results.sh as issue 13's runs use it, on the tiny pipeline (its
+    steps mostly restored from the run cache when the policy test ran first)."""
+    (project / "scripts").mkdir(exist_ok=True)
+    (project / "scripts/results.sh").write_text((REPO / "scripts/results.sh").read_text())
+    run(project, "git", "add", "scripts/results.sh")
+    run(project, "git", "commit", "-qm", "results script")
+    env = {"DATASET": "jsonl", "SEEDS": "0", "POLICIES": "naive", "LOG": "out/runs.tsv"}
+    env |= {"RECORDS": "out/runs", "ANSWERS": "out/answers.jsonl.gz"}
+    (project / "out").mkdir(exist_ok=True)
+    run(project, "bash", "scripts/results.sh", env=env)
+    [line] = (project / "out/runs.tsv").read_text().splitlines()
+    name, commit, wall_s, _ = line.split("\t")
+    assert name == "jsonl-naive-seed0" and commit == run(project, "git", "rev-parse", "--short", "HEAD").stdout.strip()
+    assert int(wall_s) > 0
+    record = json.loads((project / "out/runs/jsonl-naive-seed0.json").read_text())
+    assert record["summary"]["policy"] == "naive" and len(record["predictions"]) == 6  # the six test rows
+    answers = gzip.decompress((project / "out/answers.jsonl.gz").read_bytes()).decode().splitlines()
+    def texts(requests):
+        return {json.dumps(request["messages"], sort_keys=True) for request in requests}
+
+    answered = texts(seen.body for seen in teacher.seen if seen.answered)
+    assert answered <= texts(json.loads(a)["request"] for a in answers)  # every answer paid so far
+    asked = len(teacher.keys())
+    again = run(project, "bash", "scripts/results.sh", env=env)
+    assert "jsonl-naive-seed0: exists, skipped" in again.stdout
+    assert len((project / "out/runs.tsv").read_text().splitlines()) == 1 and len(teacher.keys()) == asked
