@@ -247,6 +247,7 @@ def test_results_script_logs_saves_the_record_and_the_answers_and_skips_a_finish
     record = json.loads((project / "out/runs/jsonl-naive-seed0.json").read_text())
     assert record["summary"]["policy"] == "naive" and len(record["predictions"]) == 6  # the six test rows
     answers = gzip.decompress((project / "out/answers.jsonl.gz").read_bytes()).decode().splitlines()
+
     def texts(requests):
         return {json.dumps(request["messages"], sort_keys=True) for request in requests}
 
