@@ -78,6 +78,24 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["out.jsonl"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_an_atomic_write_gets_the_mode_a_plain_write_would(tmp_path, umask):
+    before = os.umask(umask)
+    try:
+        with atomic_open(tmp_path / "new.json") as handle:
+            handle.write("{}")
+        with open(tmp_path / "plain.json", "w") as handle:
+            handle.write("{}")
+        (tmp_path / "shared.json").write_text("old")
+        (tmp_path / "shared.json").chmod(0o640)
+        with atomic_open(tmp_path / "shared.json") as handle:  # an existing file keeps its mode
+            handle.write("new")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "new.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o640
+
+
 def test_domain_counts_head_to_tail():
     rows = [Row(str(i), d, "x", d) for i, d in enumerate("abbccc")]
     assert list(domain_counts(rows).items()) == [("c", 3), ("b", 2), ("a", 1)]
