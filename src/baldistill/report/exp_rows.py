@@ -78,7 +78,7 @@ def read_output(path: str, rev: str, repo: str | None) -> str:
 
 def ledger_of(row: dict, stage: str) -> dict:
     """A run's teacher ledger up to `stage` (metrics/<stage>/teacher.json), as numbers."""
-    prefix = f"metrics/{stage}/teacher.json:"
+    prefix = f"{StagePaths(stage).ledger.as_posix()}:"
     values = {key[len(prefix) :]: number(row, key) for key in row if key.startswith(prefix)}
     return {key: value for key, value in values.items() if value is not None}
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import atomic_open
+from baldistill.core.layout import COUNTS, INFO, StagePaths
 from baldistill.report.comparison import compare, comparison_markdown
 from baldistill.report.exp_rows import (
     experiment_baselines,
@@ -58,7 +59,8 @@ EXTRA_FACTS = ("rows_selected", "wall_min")
 
 
 def summarize(row: dict, stage: str) -> dict:
-    scores, ledger = f"metrics/{stage}/metrics.json:", f"metrics/{stage}/teacher.json:"
+    here = StagePaths(stage)
+    scores, ledger = f"{here.metrics.as_posix()}:", f"{here.ledger.as_posix()}:"
     return {
         "experiment": run_name(row),
         "policy": row.get("policy.name"),
@@ -76,7 +78,8 @@ def rows_selected(rev: str, final: str, repo: str | None) -> int | None:
     total = 0
     for k in range(int(final[1:]) + 1):
         try:
-            total += json.loads(read_output(f"data/stages/s{k}/select_report.json", rev, repo))["rows_selected"]
+            report = read_output(StagePaths(f"s{k}").report("select").as_posix(), rev, repo)
+            total += json.loads(report)["rows_selected"]
         except (FileNotFoundError, KeyError, ValueError, DvcException):  # older runs lack the report or the key
             return None
     return total
@@ -89,7 +92,7 @@ def read_times(path: str | Path) -> dict[str, float]:
 
 
 def per_domain(rev: str, stage: str, repo: str | None) -> dict[str, dict]:
-    text = read_output(f"metrics/{stage}/per_domain.csv", rev, repo)
+    text = read_output(StagePaths(stage).per_domain_csv.as_posix(), rev, repo)
     return {
         r["domain"]: {"score": float(r["score"]), "pool_rows": int(r["pool_rows"]), "n": int(r["n"])}
         for r in csv.DictReader(io.StringIO(text))
@@ -224,7 +227,7 @@ def collect(wanted: list[str], repo: str | None = None) -> list[dict]:
         summary.update({c: ledger.get(c) for c in OWN_LEDGER_FACTS})
         summary["rows_selected"] = rows_selected(row["rev"], stage, repo)
         rev = row["rev"]
-        lines = read_output(f"metrics/{stage}/predictions.jsonl", rev, repo).splitlines()
+        lines = read_output(StagePaths(stage).predictions.as_posix(), rev, repo).splitlines()
         predictions = [json.loads(line) for line in lines]
         records.append(
             make_record(
@@ -232,8 +235,8 @@ def collect(wanted: list[str], repo: str | None = None) -> list[dict]:
                 per_domain(rev, stage, repo),
                 restored,
                 predictions,
-                json.loads(read_output("data/prepared/info.json", rev, repo)),
-                json.loads(read_output("data/prepared/counts.json", rev, repo)),
+                json.loads(read_output(INFO.as_posix(), rev, repo)),
+                json.loads(read_output(COUNTS.as_posix(), rev, repo)),
             )
         )
     return records
