@@ -111,6 +111,7 @@ def test_a_rationale_cut_by_max_tokens_is_kept_with_its_answer_sentence(policy):
             out, report = annotate(rows, 0, params.teacher, CHARS, INFO, client)
     # Cut before its answer: not a mismatch, kept even under "drop", the gold answer sentence appended.
     assert report["cut_at_max_tokens"] == len(rows) and report["mismatch_total"] == 0
+    assert report["answer_sentence_added"] == 0  # each appended sentence is counted once, as cut
     cut = "one two crude four five six seven eight"
     assert [r.rationale for r in out] == [f"{cut} The answer is {r.label}." for r in rows]
 

@@ -68,7 +68,7 @@ def annotate(
                 continue
         if problem or not ANSWER_SENTENCE.search(rationale):
             rationale = f"{rationale} {prompts.answer_format.format(label=row.label)}"
-            added += not problem
+            added += not (problem or stopped)  # a cut rationale is counted as cut, not here
         out.append(row.with_(rationale=rationale, source="pool", stage=stage))
     return out, annotation_report(stage, len(rows), len(out), mismatches, teacher.on_mismatch, added, usage, cut)
 
