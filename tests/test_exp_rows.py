@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from support.dvc_project import dvc, run, venv_env
+from support.dvc_project import commit_repo, dvc, venv_env
 
 STEP = """import json, os, time, yaml
 params = yaml.safe_load(open("params.yaml"))
@@ -39,12 +39,7 @@ def test_a_run_stopped_under_a_name_does_not_shadow_the_finished_run_of_that_nam
     (tmp_path / "step.py").write_text(STEP)
     (tmp_path / "dvc.yaml").write_text(PIPELINE)
     (tmp_path / "params.yaml").write_text("wait: 0\n")
-    run(tmp_path, "git", "init", "-q")
-    run(tmp_path, "git", "config", "user.email", "t@example.com")
-    run(tmp_path, "git", "config", "user.name", "t")
-    dvc(tmp_path, "init", "-q")
-    run(tmp_path, "git", "add", "-A")
-    run(tmp_path, "git", "commit", "-qm", "pipeline")
+    commit_repo(tmp_path)
 
     started = tmp_path / "started"
     env = {**venv_env(), "STARTED": str(started)}

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from baldistill.report.restored import makers, own_ledger, restored, restored_markdown, teacher_step_reports
 from baldistill.teacher.usage import add_usage, empty_ledger
 
-from support.dvc_project import dvc, run
+from support.dvc_project import commit_repo, dvc
 
 LOCK = """
 schema: '2.0'
@@ -154,12 +154,7 @@ def test_experiments_that_restored_a_paid_step_are_not_billed_for_it(tmp_path):
     files["params.yaml"] = "teacher:\n  model: a\ntrain:\n  seed: 0\n"
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    run(tmp_path, "git", "init", "-q")
-    run(tmp_path, "git", "config", "user.email", "t@example.com")
-    run(tmp_path, "git", "config", "user.name", "t")
-    dvc(tmp_path, "init", "-q")
-    run(tmp_path, "git", "add", "-A")
-    run(tmp_path, "git", "commit", "-qm", "pipeline")
+    commit_repo(tmp_path)
     dvc(tmp_path, "exp", "run", "-n", "pays", "-S", "train.seed=1")
     dvc(tmp_path, "exp", "run", "-n", "other-teacher", "-S", "teacher.model=b")  # annotate runs again: pays
     dvc(tmp_path, "exp", "run", "-n", "restores", "-S", "train.seed=2", "-S", "teacher.model=a")  # run cache

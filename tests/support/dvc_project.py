@@ -30,6 +30,17 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
+def commit_repo(root: Path) -> Path:
+    """The files at `root` as a git repo with DVC initialised, everything committed."""
+    run(root, "git", "init", "-q")
+    run(root, "git", "config", "user.email", "test@example.com")
+    run(root, "git", "config", "user.name", "test")
+    dvc(root, "init", "-q")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "pipeline")
+    return root
+
+
 def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return run(project, sys.executable, "-m", "dvc", *args, env=env)
 
