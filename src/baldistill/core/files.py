@@ -12,11 +12,11 @@ import gzip
 import io
 import json
 import os
+import secrets
 import stat
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,28 +32,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temp file beside `path`; rename it over `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    # Created as open(path, "w") creates a file: 0666 less the umask, which the
+    # kernel applies (mkstemp's 0600 would make every output private).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, _mode_for(path))  # mkstemp's 0600 would make every output private
+        with suppress(FileNotFoundError):  # a file written over keeps its mode
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-
-
-def _mode_for(path: Path) -> int:
-    """The mode `open(path, "w")` would give: an existing file keeps its own, a new
-    one gets 0666 less the umask (read by setting it back at once: no getter exists)."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 @contextmanager
