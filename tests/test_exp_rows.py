@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
-from support.dvc_project import commit_repo, dvc, venv_env
+from support.dvc_project import commit_repo, dvc, stopped_exp_run, venv_env
 
 STEP = """import json, os, time, yaml
 params = yaml.safe_load(open("params.yaml"))
@@ -43,20 +37,7 @@ def test_a_run_stopped_under_a_name_does_not_shadow_the_finished_run_of_that_nam
 
     started = tmp_path / "started"
     env = {**venv_env(), "STARTED": str(started)}
-    stopped = subprocess.Popen(  # as scripts/results.sh runs it, and as its stop kills it
-        [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", "seed2", "-S", "wait=1"],
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while not started.exists():
-        assert stopped.poll() is None and time.monotonic() < deadline, "the run to stop never began its step"
-        time.sleep(0.2)
-    os.killpg(stopped.pid, signal.SIGTERM)
-    stopped.wait(60)
+    stopped_exp_run(tmp_path, started, "-n", "seed2", "-S", "wait=1", env=env)
     dvc(tmp_path, "exp", "run", "--temp", "-n", "seed2", "-S", "wait=0", env=env)
 
     rows = exp_show(repo=str(tmp_path), revs=experiment_baselines(str(tmp_path)))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from baldistill.report.restored import makers, own_ledger, restored, restored_markdown, teacher_step_reports
 from baldistill.teacher.usage import add_usage, empty_ledger
 
-from support.dvc_project import commit_repo, dvc
+from support.dvc_project import commit_repo, dvc, run, stopped_exp_run, venv_env
 
 LOCK = """
 schema: '2.0'
@@ -171,3 +171,43 @@ def test_experiments_that_restored_a_paid_step_are_not_billed_for_it(tmp_path):
     assert own["pays"][0]["generation_tokens_per_s"] == 10.0
     report = json.loads(read_tracked("data/s0_annotate_report.json", repo=str(tmp_path), rev=chosen[2]["rev"]))
     assert report["teacher"]["calls_paid"] == 5  # the restored file itself still says what the maker paid
+
+
+WAITING_EVALUATE = """import json, os, sys, time, yaml
+if yaml.safe_load(open("params.yaml"))["wait"]:  # the sitting a user stops, after its teacher steps
+    open(os.environ["STARTED"], "w").close()
+    time.sleep(600)
+json.dump({"macro": 0.5}, open(f"metrics/{sys.argv[1]}/metrics.json", "w"))
+"""
+
+
+def test_a_run_finished_after_a_stopped_sitting_is_billed_for_what_that_sitting_paid(tmp_path):
+    """scripts/results.sh's stop-then-finish: the finished run's teacher steps come
+    from DVC's run cache, filled by its own stopped sitting, whose `dvc exp show`
+    row (State Running) carries the baseline's dvc.lock, not a lock of its own."""
+    from dvc.api import exp_show
+
+    from baldistill.report.exp_rows import experiment_baselines, pick
+    from baldistill.report.restored import own_ledgers
+
+    pipeline = PIPELINE.replace("        - train.seed\n", "        - train.seed\n        - wait\n")
+    files = {"annotate.py": ANNOTATE, "evaluate.py": WAITING_EVALUATE, "dvc.yaml": pipeline}
+    files["params.yaml"] = "teacher:\n  model: a\ntrain:\n  seed: 0\nwait: 0\n"
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    commit_repo(tmp_path)
+    dvc(tmp_path, "repro")  # the baseline commit holds a lock of its own, as a clone of main does
+    run(tmp_path, "git", "add", "-A")
+    run(tmp_path, "git", "commit", "-qm", "ran")
+
+    started = tmp_path / "started"
+    env = {**venv_env(), "STARTED": str(started)}
+    stopped_exp_run(tmp_path, started, "-n", "seed2", "-S", "teacher.model=b", "-S", "wait=1", env=env)
+    dvc(tmp_path, "exp", "run", "--temp", "-n", "seed2", "-S", "teacher.model=b", "-S", "wait=0", env=env)
+
+    rows = exp_show(repo=str(tmp_path), revs=experiment_baselines(str(tmp_path)))
+    assert "Running" in {row.get("State") for row in rows if row.get("Experiment") == "seed2"}  # the stopped sitting
+    chosen = pick(rows, ["seed2"])
+    ledger, restored_steps = own_ledgers(rows, chosen, str(tmp_path))["seed2"]
+    assert restored_steps == {}  # no other run made them: its stopped sitting did
+    assert ledger["calls_paid"] == 10 and ledger["generation_tokens_per_s"] == 10.0

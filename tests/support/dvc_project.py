@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +45,26 @@ def commit_repo(root: Path) -> Path:
 
 def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return run(project, sys.executable, "-m", "dvc", *args, env=env)
+
+
+def stopped_exp_run(project: Path, started: Path, *args: str, env: dict[str, str]) -> None:
+    """`dvc exp run --temp <args>` stopped with SIGTERM to its process group, as
+    scripts/results.sh runs and stops it, once its step has created `started`
+    (the step must create that file, then wait to be killed)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "exp", "run", "--temp", *args],
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run to stop never began its step"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(60)
 
 
 # Set by MPI, Slurm or torchrun around the test run, these would make every

@@ -9,8 +9,10 @@ whose dvc.lock give the same md5 for a step's report ran it once. The earliest
 run holding it (by commit time: an experiment is committed when it ends) made
 it; the others restored it, and the report takes its usage out of their ledgers.
 A run that `dvc exp show` does not list (a workspace `dvc repro` never
-committed, a removed experiment) is not seen: the earliest listed run holding
-its output is billed instead. The teacher cache's payment journal (`baldistill
+committed, a removed experiment) is not seen, nor is a run that was stopped
+(its row carries the lock of the commit it ran from, not one of its own): the
+earliest listed finished run holding its output is billed instead, which for
+scripts/results.sh's stop-then-finish is the run of that name. The teacher cache's payment journal (`baldistill
 spend`) has the exact bill per payer.
 """
 
@@ -21,7 +23,7 @@ from collections.abc import Iterable
 
 import yaml
 
-from baldistill.report.exp_rows import final_stage, ledger_of, read_output, run_name
+from baldistill.report.exp_rows import UNFINISHED_STATES, final_stage, ledger_of, read_output, run_name
 from baldistill.teacher.usage import LEDGER_FIELDS, SERVER_FIELDS, add_usage
 
 TEACHER_STEPS = ("synthesize", "annotate")
@@ -80,25 +82,28 @@ def own_ledger(ledger: dict, restored_usages: list[dict]) -> dict:
 
 def restored_teacher_steps(rows: list[dict], repo: str | None) -> dict[str, dict[str, tuple[str, str]]]:
     """For each `dvc exp show` row (experiments and commits) that restored a
-    teacher step: {row name: {step: (maker, report path)}}."""
+    teacher step: {row rev: {step: (maker, report path)}}. By rev: a stopped
+    run is listed under the same name as the finished one."""
     from dvc.exceptions import PathMissingError
     from scmrepo.git import Git
 
     git = Git(repo or ".")
     holdings = []
     for row in rows:
+        if row.get("State") in UNFINISHED_STATES:  # its dvc.lock is its baseline's
+            continue
         rev = row["rev"]
         try:
             lock = read_output("dvc.lock", rev, repo)
         except (FileNotFoundError, PathMissingError):  # a commit from before the pipeline ran
             continue
         when = float("inf") if rev == "workspace" else git.resolve_commit(rev).commit_time
-        holdings.append((run_name(row), when, teacher_step_reports(lock)))
-    made = makers(holdings)
+        holdings.append((run_name(row), when, teacher_step_reports(lock), rev))
+    made = makers(holding[:3] for holding in holdings)
     out = {}
-    for name, _, steps in holdings:
+    for name, _, steps, rev in holdings:
         if found := restored(name, steps, made):
-            out[name] = {step: (maker, steps[step][0]) for step, maker in found.items()}
+            out[rev] = {step: (maker, steps[step][0]) for step, maker in found.items()}
     return out
 
 
@@ -115,7 +120,7 @@ def own_ledgers(rows: list[dict], chosen: list[dict], repo: str | None) -> dict[
         ledger = ledger_of(row, stage) if stage else {}
         usages = {
             step: (made, json.loads(read_output(path, row["rev"], repo))["teacher"])
-            for step, (made, path) in found.get(name, {}).items()
+            for step, (made, path) in found.get(row["rev"], {}).items()
             if stage is not None and int(step.split("@s")[1]) <= int(stage[1:])
         }
         paid = {step: made_usage for step, made_usage in usages.items() if made_usage[1].get("calls_paid", 0) > 0}
