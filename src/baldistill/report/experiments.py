@@ -222,11 +222,11 @@ def collect(wanted: list[str], repo: str | None = None) -> list[dict]:
     own = own_ledgers(every_row, rows, repo)
     records = []
     for row, stage in zip(rows, stages):
+        rev = row["rev"]
         summary = summarize(row, stage)
         ledger, restored = own[summary["experiment"]]
         summary.update({c: ledger.get(c) for c in OWN_LEDGER_FACTS})
-        summary["rows_selected"] = rows_selected(row["rev"], stage, repo)
-        rev = row["rev"]
+        summary["rows_selected"] = rows_selected(rev, stage, repo)
         lines = read_output(StagePaths(stage).predictions.as_posix(), rev, repo).splitlines()
         predictions = [json.loads(line) for line in lines]
         records.append(
