@@ -12,8 +12,8 @@ A run that `dvc exp show` does not list (a workspace `dvc repro` never
 committed, a removed experiment) is not seen, nor is a run that was stopped
 (its row carries the lock of the commit it ran from, not one of its own): the
 earliest listed finished run holding its output is billed instead, which for
-scripts/results.sh's stop-then-finish is the run of that name. The teacher cache's payment journal (`baldistill
-spend`) has the exact bill per payer.
+scripts/results.sh's stop-then-finish is the run of that name. The teacher
+cache's payment journal (`baldistill spend`) has the exact bill per payer.
 """
 
 from __future__ import annotations
