@@ -25,20 +25,25 @@ from baldistill.core.params import Params
 from baldistill.core.rows import Row, domain_counts, write_rows
 from baldistill.core.spend_plan import (
     NO_COST,
+    Cached,
     Price,
     Tokens,
+    annotate_cached,
     annotate_tokens,
     annotated_before,
+    chosen_cached,
     chosen_tokens,
+    known_cached,
     mean_completion,
     step_cost,
     synthesis_tokens,
     total_cost,
+    unknown_cached,
     usd,
 )
 from baldistill.prompts import load_prompts
 from baldistill.teacher.annotation import annotate, annotation_request
-from baldistill.teacher.cache import RequestCache
+from baldistill.teacher.cache import RequestCache, request_key
 from baldistill.teacher.client import Response
 from baldistill.teacher.plan_costs import plan_costs
 from baldistill.teacher.synthesis import synthesize
@@ -135,6 +140,50 @@ def test_step_cost_bounds_and_batch_share(calls, low, spread, max_tokens, per_in
         assert cost["completion_tokens"]["expected"] <= cost["completion_tokens"]["max"] + 0.1
         assert sync["expected"] <= sync["max"] + 1e-9
         assert math.isclose(batch["expected"], factor * sync["expected"], rel_tol=1e-9, abs_tol=1e-12)
+
+
+@given(st.lists(st.booleans(), max_size=9), st.data())
+def test_cached_range_is_fewest_to_most_over_every_choice(hits, data):
+    """Against brute force: the fewest and most cached rows any q rows hold, and the mean over all choices."""
+    q = data.draw(st.integers(0, len(hits)))
+    got = chosen_cached(hits, q)
+    found = [sum(c) for c in itertools.combinations(hits, q)]
+    assert (got.low, got.high) == (min(found), max(found))
+    assert math.isclose(got.expected, sum(found) / len(found), rel_tol=1e-9, abs_tol=1e-9)
+    if q == len(hits):
+        assert got == known_cached(hits)
+
+
+@given(
+    st.dictionaries(st.sampled_from("abcde"), st.lists(st.booleans(), min_size=1, max_size=8), min_size=1), st.data()
+)
+def test_annotate_cached_adds_up_per_domain_and_everything_is_exact(hits, data):
+    real = {d: data.draw(st.integers(0, len(h))) for d, h in hits.items()}
+    got = annotate_cached(real, 0, hits)
+    parts = [chosen_cached(h, real[d]) for d, h in hits.items()]
+    assert (got.low, got.high) == (sum(p.low for p in parts), sum(p.high for p in parts))
+    everything = [h for flags in hits.values() for h in flags]
+    assert annotate_cached({}, len(everything), hits) == known_cached(everything)
+
+
+@given(st.integers(0, 60), st.data(), prices, st.floats(0.01, 1))
+def test_what_is_left_to_pay_is_the_calls_the_cache_does_not_answer(calls, data, per_in, factor):
+    hits = data.draw(st.lists(st.booleans(), min_size=calls, max_size=calls))
+    unknown = data.draw(st.integers(0, calls))
+    cached = known_cached(hits[unknown:]) + unknown_cached(unknown)
+    cost = step_cost(calls, Tokens(10 * calls, 10 * calls, 10.0 * calls), 32, 16.0, cached)
+    got = cost.to_dict(Price(per_in, 4 * per_in, factor))
+    found = sum(hits[unknown:])
+    assert got["cached_calls"] == {"min": found, "max": found + unknown, "expected": found}
+    assert got["to_pay"]["calls"] == {"min": calls - found - unknown, "max": calls - found, "expected": calls - found}
+    for kind in ("sync", "batch"):
+        share = (calls - found) / calls if calls else 1.0
+        assert math.isclose(got["to_pay"]["usd_expected"][kind], share * got["usd"][kind]["expected"], abs_tol=1e-12)
+
+
+def test_more_cached_calls_than_calls_is_an_error():
+    with pytest.raises(ValueError, match="of 2 calls"):
+        step_cost(2, Tokens(1, 1, 1.0), 8, 4.0, Cached(3, 3, 3.0))
 
 
 def test_a_total_has_an_expected_value_only_if_every_step_has_one():
@@ -244,6 +293,45 @@ def test_plan_counts_the_requests_the_steps_send(tmp_path):
         low, high = low + sum(ordered[: s0["real"][d]]), high + sum(ordered[len(ordered) - s0["real"][d] :])
     got = cost["per_stage"][0]["annotate"]["prompt_tokens"]
     assert (got["min"], got["max"]) == (low, high) and low < high
+
+
+def test_what_the_cache_answers_is_not_to_pay(tmp_path):
+    """Naive, stage 0: its synthesis requests and the tail rows' annotate requests are known,
+    so a cache holding them makes them free, exactly; 5 of earn's 30 rows cached leave its
+    chosen rows a range. Stage 1's synthesis may show rationales stage 0 writes: to pay."""
+    pool, params = small_pool(), params_for()
+    plan = make_plan(domain_counts(pool), 30, 2, "naive")
+    s0 = plan["per_stage"][0]
+    synth = Recorder()
+    synthesize(pool, {d: n for d, n in s0["synthetic"].items() if n}, 0, params.teacher, 0, 600, INFO, synth)
+    prompts, cut = load_prompts("classification"), params.data.max_input_chars
+    rows = [r for r in pool if r.domain == "tea"] + [r for r in pool if r.domain == "earn"][:5]
+    known = synth.requests + [annotation_request(prompts, params.teacher.max_tokens, cut, INFO, r) for r in rows]
+    cache = RequestCache(tmp_path / "cache")
+    for request in known:
+        material = request.material(params.teacher.model)
+        cache.put(request_key(material), material, {"content": "", "completion_tokens": 20, "prompt_tokens": 9})
+    cache.close()
+
+    cost = plan_costs(plan, pool, params, INFO, ApproxCounter(), RequestCache(tmp_path / "cache"))
+    synth0, annotate0 = cost["per_stage"][0]["synthesize"], cost["per_stage"][0]["annotate"]
+    n = len(synth.requests)
+    assert synth0["cached_calls"] == {"min": n, "max": n, "expected": n} and synth0["to_pay"]["calls"]["max"] == 0
+    assert synth0["to_pay"]["usd_expected"]["sync"] == 0
+    q = s0["real"]["earn"]
+    assert 0 < q < 30 and s0["real"]["tea"] == 2
+    assert annotate0["cached_calls"] == {
+        "min": 2 + max(0, q - 25),
+        "max": 2 + min(q, 5),
+        "expected": round(2 + q * 5 / 30, 1),
+    }
+    synth1 = cost["per_stage"][1]["synthesize"]
+    assert synth1["calls"] > 0 and synth1["to_pay"]["calls"]["expected"] == synth1["calls"]
+    total = cost["total"]
+    # Each stage is counted on its own: both stages' earn rows may be cached ones (a loose upper end).
+    cached = n + sum(alloc["real"]["tea"] + alloc["real"]["earn"] * 5 / 30 for alloc in plan["per_stage"])
+    assert total["to_pay"]["calls"]["expected"] == pytest.approx(total["calls"] - cached, abs=0.1)
+    assert any(note.startswith("cached: ") for note in cost["notes"])
 
 
 def test_expected_completion_comes_from_the_cache_for_this_model_and_max_tokens(tmp_path):
@@ -401,6 +489,9 @@ def test_plan_json_has_consistent_tokens_and_dollars(prepared):
             if completion["expected"] is not None:
                 assert usd_[kind]["max"] >= usd_[kind]["expected"]
         assert usd_["batch"]["max"] == pytest.approx(0.5 * usd_["sync"]["max"])
+        # The cache holds no request the plan sends: everything is to pay, but what may show a later rationale.
+        assert step["cached_calls"]["min"] == 0 and step["cached_calls"]["expected"] == 0
+        assert step["to_pay"]["calls"]["expected"] == step["calls"] == step["to_pay"]["calls"]["max"]
         assert usd_["sync"]["max"] == pytest.approx((prompt["max"] * 1.5 + completion["max"] * 6.0) / 1e6)
     annotate0 = cost["per_stage"][0]["annotate"]
     assert annotate0["completion_tokens"]["max"] >= annotate0["completion_tokens"]["expected"] > 0
@@ -413,6 +504,7 @@ def test_plan_human_form_shows_the_block(prepared):
     assert "stage 1: " in result.stdout  # today's output is still there
     assert "teacher tokens and dollars (" in result.stdout and "batch = 0.5 x sync" in result.stdout
     assert "  total " in result.stdout and "annotate" in result.stdout
+    assert "to pay (exp.)" in result.stdout and "to pay, expected: USD " in result.stdout
 
 
 def test_without_the_prepared_pool_the_plan_says_what_tokens_need(tmp_path):

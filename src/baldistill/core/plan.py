@@ -36,6 +36,8 @@ _COLUMNS = (
     ("stage", 5),
     ("step", 10),
     ("calls", 6),
+    ("cached", 9),
+    ("to pay (exp.)", 15),
     ("prompt tokens", 21),
     ("completion max", 15),
     ("expected", 10),
@@ -59,6 +61,8 @@ def render_costs(cost: dict) -> str:
     for stage in cost["per_stage"]:
         lines += [_cost_row(str(stage["stage"]), step, stage[step]) for step in ("synthesize", "annotate")]
     lines.append(_cost_row("total", "", cost["total"]))
+    to_pay = {kind: _maybe(usd, "{:.4f}") for kind, usd in cost["total"]["to_pay"]["usd_expected"].items()}
+    lines.append(f"  to pay, expected: USD {to_pay['sync']} sync, {to_pay['batch']} batch")
     lines.append(
         "  expected completion per call: " + "; ".join(_source(s, e) for s, e in cost["expected_completion"].items())
     )
@@ -73,6 +77,8 @@ def _cost_row(stage: str, step: str, cost: dict) -> str:
         stage,
         step,
         str(cost["calls"]),
+        _span(cost["cached_calls"]),
+        _span(cost["to_pay"]["calls"], expected=True),
         tokens,
         f"{completion['max']:,}",
         _maybe(completion["expected"], "{:,.0f}"),
@@ -82,6 +88,14 @@ def _cost_row(stage: str, step: str, cost: dict) -> str:
         _maybe(usd["batch"]["expected"], "{:.4f}"),
     )
     return "  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, (_, w)) in enumerate(zip(cells, _COLUMNS)))
+
+
+def _span(calls: dict, expected: bool = False) -> str:
+    """A number of calls: exact, or its min-max range (and its expected value)."""
+    if calls["min"] == calls["max"]:
+        return str(calls["min"])
+    span = f"{calls['min']}-{calls['max']}"
+    return f"{span} ({calls['expected']:.0f})" if expected else span
 
 
 def _maybe(value: float | None, form: str) -> str:

@@ -10,7 +10,10 @@ the teacher's tokenizer) into
 * completion tokens: the upper bound calls x max_tokens, and calls x the mean
   completion the cache has seen (None when it has seen none);
 * dollars at teacher.price, synchronous and batch (batch_factor x sync), for
-  the upper bound and for the expected value.
+  the upper bound and for the expected value;
+* the calls the teacher cache already answers (paid before, never paid
+  twice): exact where the requests are known, else a range and the mean of a
+  uniform draw, like prompt tokens; and what is left to pay.
 """
 
 from __future__ import annotations
@@ -70,11 +73,66 @@ def annotate_tokens(real: Mapping[str, int], open_rows: int, by_domain: Mapping[
     """One stage's annotate prompts: real[d] rows of each domain d, plus `open_rows`
     rows from anywhere in the pool (policy active). `by_domain`: the prompt
     tokens of each of the domain's pool rows."""
-    per_domain = total_tokens(chosen_tokens(by_domain[d], q) for d, q in real.items() if q)
+    return _annotated(chosen_tokens, NO_TOKENS, real, open_rows, by_domain)
+
+
+def _annotated(choose, nothing, real: Mapping[str, int], open_rows: int, by_domain: Mapping[str, Sequence]):
+    """`choose(values, q)` summed over the domains' quotas, plus the open picks from anywhere."""
+    per_domain = sum((choose(by_domain[d], q) for d, q in real.items() if q), nothing)
     if not open_rows:
         return per_domain
-    anywhere = [n for counts in by_domain.values() for n in counts]
-    return per_domain + chosen_tokens(anywhere, open_rows)
+    anywhere = [value for values in by_domain.values() for value in values]
+    return per_domain + choose(anywhere, open_rows)
+
+
+@dataclass(frozen=True)
+class Cached:
+    """How many of a set of calls the teacher cache already answers, paid for
+    before and free now: at least `low`, at most `high`, `expected` on average."""
+
+    low: int
+    high: int
+    expected: float
+
+    def __add__(self, other: Cached) -> Cached:
+        return Cached(self.low + other.low, self.high + other.high, self.expected + other.expected)
+
+    def to_dict(self) -> dict:
+        return {"min": self.low, "max": self.high, "expected": round(self.expected, 1)}
+
+
+NONE_CACHED = Cached(0, 0, 0.0)
+
+
+def known_cached(hits: Sequence[bool]) -> Cached:
+    """Requests known now, `hits` telling which the cache holds: exact."""
+    found = sum(hits)
+    return Cached(found, found, float(found))
+
+
+def unknown_cached(calls: int) -> Cached:
+    """Requests not known now (a demonstration may show a rationale an earlier
+    stage will write): any of them may be cached, and none is expected to be,
+    so what is to pay is never understated."""
+    return Cached(0, calls, 0.0)
+
+
+def chosen_cached(hits: Sequence[bool], q: int) -> Cached:
+    """q rows chosen at run time from rows whose requests the cache holds where
+    `hits`: as few as the choice can avoid to as many as there are, and q x the
+    cached share on average (the mean of a uniform draw, hypergeometric)."""
+    if not 0 <= q <= len(hits):
+        raise ValueError(f"cannot choose {q} of {len(hits)} rows")
+    if q == 0:
+        return NONE_CACHED
+    found = sum(hits)
+    return Cached(max(0, q - (len(hits) - found)), min(q, found), q * found / len(hits))
+
+
+def annotate_cached(real: Mapping[str, int], open_rows: int, hits: Mapping[str, Sequence[bool]]) -> Cached:
+    """One stage's annotate calls the cache answers, chosen as in annotate_tokens;
+    `hits`: per domain, which of its pool rows' requests the cache holds."""
+    return _annotated(chosen_cached, NONE_CACHED, real, open_rows, hits)
 
 
 def annotated_before(per_stage: Sequence[Mapping], stage: int, annotates: bool) -> dict[str, int]:
@@ -126,40 +184,70 @@ class StepCost:
     prompt: Tokens
     completion_max: int
     completion_expected: float | None
+    cached: Cached = NONE_CACHED
 
     def __add__(self, other: StepCost) -> StepCost:
         mine, theirs = self.completion_expected, other.completion_expected
         expected = None if mine is None or theirs is None else mine + theirs
         return StepCost(
-            self.calls + other.calls, self.prompt + other.prompt, self.completion_max + other.completion_max, expected
+            self.calls + other.calls,
+            self.prompt + other.prompt,
+            self.completion_max + other.completion_max,
+            expected,
+            self.cached + other.cached,
         )
 
+    @property
+    def paid_share(self) -> float:
+        """The expected share of the calls still to pay (1 without calls)."""
+        return 1.0 - self.cached.expected / self.calls if self.calls else 1.0
+
     def to_dict(self, price: Price) -> dict:
-        """Calls, tokens, and dollars synchronous and batch, at most and expected."""
+        """Calls, tokens, and dollars synchronous and batch, at most and expected;
+        and of them what is still to pay, the cache's answers taken off."""
         known = self.completion_expected is not None
-
-        def dollars(charge) -> dict:
-            most = charge(self.prompt.high, self.completion_max)
-            return {"max": most, "expected": charge(self.prompt.expected, self.completion_expected) if known else None}
-
+        usd = {
+            kind: {
+                "max": charge(self.prompt.high, self.completion_max),
+                "expected": charge(self.prompt.expected, self.completion_expected) if known else None,
+            }
+            for kind, charge in (("sync", price.sync), ("batch", price.batch))
+        }
+        share = self.paid_share
         return {
             "calls": self.calls,
+            "cached_calls": self.cached.to_dict(),
+            "to_pay": {
+                "calls": {
+                    "min": self.calls - self.cached.high,
+                    "max": self.calls - self.cached.low,
+                    "expected": round(self.calls - self.cached.expected, 1),
+                },
+                # The expected dollars of the calls not cached, a cached call taken
+                # to cost what an average one does.
+                "usd_expected": {kind: None if not known else d["expected"] * share for kind, d in usd.items()},
+            },
             "prompt_tokens": self.prompt.to_dict(),
             "completion_tokens": {
                 "max": self.completion_max,
                 "expected": round(self.completion_expected, 1) if known else None,
             },
-            "usd": {"sync": dollars(price.sync), "batch": dollars(price.batch)},
+            "usd": usd,
         }
 
 
 NO_COST = StepCost(0, NO_TOKENS, 0, 0.0)
 
 
-def step_cost(calls: int, prompt: Tokens, max_tokens: int, mean_completion: float | None) -> StepCost:
-    """`calls` requests of at most max_tokens completion tokens each, mean_completion on average."""
+def step_cost(
+    calls: int, prompt: Tokens, max_tokens: int, mean_completion: float | None, cached: Cached = NONE_CACHED
+) -> StepCost:
+    """`calls` requests of at most max_tokens completion tokens each, mean_completion
+    on average, `cached` of them answered by the cache already."""
+    if not (0 <= cached.low <= cached.high <= calls and cached.low - 1e-9 <= cached.expected <= cached.high + 1e-9):
+        raise ValueError(f"{cached} of {calls} calls")
     expected = 0.0 if calls == 0 else None if mean_completion is None else calls * mean_completion
-    return StepCost(calls, prompt, calls * max_tokens, expected)
+    return StepCost(calls, prompt, calls * max_tokens, expected, cached)
 
 
 def total_cost(steps: Iterable[StepCost]) -> StepCost:

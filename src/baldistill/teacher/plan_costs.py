@@ -3,14 +3,16 @@
 Each request is built with its step's own builder (`annotation_request`,
 `synthesis_calls`) from the prepared pool and counted with the teacher's
 tokenizer (tokens.py); the expected completion comes from what the teacher
-cache has seen for this model and max_tokens. The arithmetic is
-core/spend_plan.py; this module only gathers its inputs.
+cache has seen for this model and max_tokens, and a request whose key the
+cache holds is free. The arithmetic is core/spend_plan.py; this module only
+gathers its inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from baldistill.core import layout
 from baldistill.core.dataset_info import DatasetInfo
@@ -20,18 +22,23 @@ from baldistill.core.rows import Row, domain_counts, read_rows
 from baldistill.core.spend_plan import (
     NO_COST,
     NO_TOKENS,
+    NONE_CACHED,
     Price,
     StepCost,
+    annotate_cached,
     annotate_tokens,
     annotated_before,
+    known_cached,
     mean_completion,
     step_cost,
     synthesis_tokens,
     total_cost,
+    unknown_cached,
 )
 from baldistill.prompts import load_prompts
 from baldistill.teacher.annotation import annotation_request
-from baldistill.teacher.cache import RequestCache
+from baldistill.teacher.cache import RequestCache, request_key
+from baldistill.teacher.client import Request
 from baldistill.teacher.synthesis import synthesis_calls
 from baldistill.teacher.tokens import TokenCounter, counter_for
 
@@ -68,10 +75,11 @@ def plan_costs(
 ) -> dict:
     """Per stage and step: calls, prompt and completion tokens, and dollars; and the run's total."""
     teacher = params.teacher
-    history = completion_history(cache)
+    history, answered = completion_history(cache), cached_keys(cache)
     expected = {step: _expected(history, teacher.model, max_tokens_of(params, step)) for step in STEPS}
     means = {step: found[0] if found else None for step, found in expected.items()}
-    stages, shown = stage_costs(plan, pool, params, info, counter, means)
+    measure = Measure(counter, lambda request: request_key(request.material(teacher.model)) in answered)
+    stages, shown = stage_costs(plan, pool, params, info, measure, means)
     price = Price(teacher.price.input_per_1m, teacher.price.output_per_1m, teacher.price.batch_factor)
     return {
         "available": True,
@@ -90,32 +98,52 @@ def plan_costs(
     }
 
 
+class Measure(NamedTuple):
+    """What the plan learns of one request: its prompt tokens, and whether the cache answers it."""
+
+    counter: TokenCounter
+    is_cached: Callable[[Request], bool]
+
+
 def stage_costs(
     plan: dict,
     pool: list[Row],
     params: Params,
     info: DatasetInfo,
-    counter: TokenCounter,
+    measure: Measure,
     means: Mapping[str, float | None],
 ) -> tuple[list[tuple[int, StepCost, StepCost]], dict[int, int]]:
     """(stage, synthesize, annotate) per stage, and per stage how many synthesis
     demonstrations may show an earlier stage's rationale. `means`: the mean
     completion per step (None: unknown)."""
     spec = policy_spec(plan["policy"])
-    by_domain = annotate_prompt_tokens(plan, pool, params, info, counter) if spec.annotates else {}
+    requests = annotate_requests(plan, pool, params, info) if spec.annotates else {}
+    by_domain = {d: [measure.counter.count(r.messages) for r in rs] for d, rs in requests.items()}
+    hits = {d: [measure.is_cached(r) for r in rs] for d, rs in requests.items()}
     stages, shown = [], {}
     for k, alloc in enumerate(plan["per_stage"]):
-        synth, shown[k] = synthesis_cost(plan, k, pool, params, info, counter, means)
+        synth, shown[k] = synthesis_cost(plan, k, pool, params, info, measure, means)
         # Duplicated rows copy an earlier rationale: no call, so they are not counted.
         calls = sum(alloc["real"].values()) + alloc["open"] if spec.annotates else 0
         tokens = annotate_tokens(alloc["real"], alloc["open"], by_domain) if calls else NO_TOKENS
-        stages.append((k, synth, step_cost(calls, tokens, params.teacher.max_tokens, means["annotate"])))
+        cached = annotate_cached(alloc["real"], alloc["open"], hits) if calls else NONE_CACHED
+        stages.append((k, synth, step_cost(calls, tokens, params.teacher.max_tokens, means["annotate"], cached)))
     return stages, shown
 
 
 def max_tokens_of(params: Params, step: str) -> int:
     """The max_tokens a step's requests carry."""
     return params.teacher.synth_max_tokens if step == "synthesize" else params.teacher.max_tokens
+
+
+def cached_keys(cache: RequestCache) -> set[str]:
+    """The keys of every cached answer; none when the cache file does not exist (it is not created)."""
+    if not cache.path.exists():
+        return set()
+    try:
+        return set(cache.keys())
+    finally:
+        cache.close()
 
 
 def completion_history(cache: RequestCache) -> list[tuple[str, int, int]] | None:
@@ -144,19 +172,16 @@ def _source(found: tuple[float, int] | None, model: str, max_tokens: int) -> dic
     return {"model": model, "max_tokens": max_tokens, "mean": mean, "responses": responses}
 
 
-def annotate_prompt_tokens(
-    plan: dict, pool: Sequence[Row], params: Params, info: DatasetInfo, counter: TokenCounter
-) -> dict[str, list[int]]:
-    """Prompt tokens of the annotate request of every pool row the plan may annotate, per domain."""
+def annotate_requests(plan: dict, pool: Sequence[Row], params: Params, info: DatasetInfo) -> dict[str, list[Request]]:
+    """The annotate request of every pool row the plan may annotate, per domain."""
     stages = plan["per_stage"]
     anywhere = any(alloc["open"] for alloc in stages)
     wanted = {d for alloc in stages for d, q in alloc["real"].items() if q}
     prompts, teacher, cut = load_prompts(info.task), params.teacher, params.data.max_input_chars
-    by_domain: dict[str, list[int]] = {}
+    by_domain: dict[str, list[Request]] = {}
     for row in pool:
         if anywhere or row.domain in wanted:
-            request = annotation_request(prompts, teacher.max_tokens, cut, info, row)
-            by_domain.setdefault(row.domain, []).append(counter.count(request.messages))
+            by_domain.setdefault(row.domain, []).append(annotation_request(prompts, teacher.max_tokens, cut, info, row))
     return by_domain
 
 
@@ -166,7 +191,7 @@ def synthesis_cost(
     pool: list[Row],
     params: Params,
     info: DatasetInfo,
-    counter: TokenCounter,
+    measure: Measure,
     means: Mapping[str, float | None],
 ) -> tuple[StepCost, int]:
     """Stage `stage`'s synthesize step, and how many of its demonstrations may
@@ -180,11 +205,14 @@ def synthesis_cost(
     calls = synthesis_calls(pool, quota, stage, teacher, params.policy.seed, params.data.max_input_chars, info)
     before = annotated_before(plan["per_stage"], stage, policy_spec(plan["policy"]).annotates)
     shown = [min(len(c.demonstrations), before.get(c.domain, 0)) for c in calls]
-    drawn = [counter.count(c.request.messages) for c in calls]
+    drawn = [measure.counter.count(c.request.messages) for c in calls]
     # Without a mean annotate completion, expect the worst: every rationale as long as allowed.
     rationale = teacher.max_tokens if means["annotate"] is None else means["annotate"]
     tokens = synthesis_tokens(drawn, shown, teacher.max_tokens, rationale)
-    return step_cost(len(calls), tokens, teacher.synth_max_tokens, means["synthesize"]), sum(shown)
+    # A request none of whose demonstrations can show a later-written rationale is known now.
+    known = [measure.is_cached(c.request) for c, n in zip(calls, shown) if n == 0]
+    cached = known_cached(known) + unknown_cached(len(calls) - len(known))
+    return step_cost(len(calls), tokens, teacher.synth_max_tokens, means["synthesize"], cached), sum(shown)
 
 
 def _notes(shown: Mapping[int, int], max_tokens: int, has_cache: bool, cache: RequestCache, expected) -> list[str]:
@@ -200,7 +228,14 @@ def _notes(shown: Mapping[int, int], max_tokens: int, has_cache: bool, cache: Re
                 "each, the expected value the mean annotate completion (rows with a rationale are drawn first, "
                 "so other rows may be shown)"
             )
-    if not has_cache:
+    if has_cache:
+        notes.append(
+            f"cached: calls the teacher cache at {cache.path} answers already (paid before, free now); rows chosen at "
+            "run time give a range, and a synthesis request that may show a rationale not yet written counts as to "
+            "pay; each stage's range stands alone (the total's upper end may count a cached row in two stages); "
+            "to pay = calls - cached, its dollars taking a cached call to cost an average one"
+        )
+    else:
         notes.append(f"no teacher cache at {cache.path}: no expected completion tokens, so no expected value")
     for step, found in expected.items():
         if has_cache and not found:
