@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baldistill.core import assets
-from baldistill.core.allocation import make_plan
+from baldistill.core.allocation import allocate, make_plan, start_state
 from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import write_json
@@ -42,6 +42,7 @@ from baldistill.core.spend_plan import (
     usd,
 )
 from baldistill.prompts import load_prompts
+from baldistill.student.selection import select
 from baldistill.teacher.annotation import annotate, annotation_request
 from baldistill.teacher.cache import RequestCache, request_key
 from baldistill.teacher.client import Response
@@ -332,6 +333,46 @@ def test_what_the_cache_answers_is_not_to_pay(tmp_path):
     cached = n + sum(alloc["real"]["tea"] + alloc["real"]["earn"] * 5 / 30 for alloc in plan["per_stage"])
     assert total["to_pay"]["calls"]["expected"] == pytest.approx(total["calls"] - cached, abs=0.1)
     assert any(note.startswith("cached: ") for note in cost["notes"])
+
+
+@pytest.mark.parametrize("policy", ["random", "duplicate"])
+def test_rows_drawn_without_ifd_are_planned_exactly(tmp_path, policy):
+    """The steps run stage by stage as a pipeline chains them (allocate, select, annotate):
+    the plan's annotate tokens are theirs, exactly, and a cache holding stage 0's
+    requests makes stage 0 free and nothing else."""
+    pool, params, counter = small_pool(), params_for(), ApproxCounter()
+    params = params.model_copy(update={"policy": params.policy.model_copy(update={"name": policy, "seed": 3})})
+    state, taken, sent = start_state(domain_counts(pool)), set(), []
+    for k in range(2):
+        state = allocate(30, params.policy, 2, domain_counts(pool), state, k)
+        rows, _ = select(pool, state, taken, k, params.select, params.student, 3, "classification", None)
+        taken |= {r.id for r in rows if r.source != "duplicate"}
+        annotated = Recorder()
+        annotate(
+            [r for r in rows if r.source != "duplicate"],
+            k,
+            params.teacher,
+            params.data.max_input_chars,
+            INFO,
+            annotated,
+        )
+        sent.append(annotated.requests)
+    assert any(state["real"][d] < SIZES[d] for d in ("earn", "acq"))  # head rows were drawn, not all taken
+    cache = RequestCache(tmp_path / "cache")
+    for request in sent[0]:
+        material = request.material(params.teacher.model)
+        cache.put(request_key(material), material, {"content": "", "completion_tokens": 20, "prompt_tokens": 9})
+    cache.close()
+
+    plan = make_plan(domain_counts(pool), 30, 2, policy, seed=3)
+    cost = plan_costs(plan, pool, params, INFO, counter, RequestCache(tmp_path / "cache"))
+    for k, requests in enumerate(sent):
+        got = cost["per_stage"][k]["annotate"]
+        tokens = sum(counter.count(r.messages) for r in requests)
+        assert got["prompt_tokens"] == {"min": tokens, "max": tokens, "expected": tokens, "exact": True}
+        assert got["calls"] == len(requests)
+        free = len(requests) if k == 0 else 0
+        assert got["cached_calls"] == {"min": free, "max": free, "expected": free}
 
 
 def test_expected_completion_comes_from_the_cache_for_this_model_and_max_tokens(tmp_path):

@@ -28,6 +28,7 @@ from baldistill.core.spend_plan import (
     annotate_cached,
     annotate_tokens,
     annotated_before,
+    exact_tokens,
     known_cached,
     mean_completion,
     step_cost,
@@ -117,7 +118,8 @@ def stage_costs(
     demonstrations may show an earlier stage's rationale. `means`: the mean
     completion per step (None: unknown)."""
     spec = policy_spec(plan["policy"])
-    requests = annotate_requests(plan, pool, params, info) if spec.annotates else {}
+    drawn = seeded_rows(plan, pool, params, info) if spec.annotates and not spec.by_ifd else None
+    requests = annotate_requests(plan, pool, params, info) if spec.annotates and drawn is None else {}
     by_domain = {d: [measure.counter.count(r.messages) for r in rs] for d, rs in requests.items()}
     hits = {d: [measure.is_cached(r) for r in rs] for d, rs in requests.items()}
     stages, shown = [], {}
@@ -125,10 +127,33 @@ def stage_costs(
         synth, shown[k] = synthesis_cost(plan, k, pool, params, info, measure, means)
         # Duplicated rows copy an earlier rationale: no call, so they are not counted.
         calls = sum(alloc["real"].values()) + alloc["open"] if spec.annotates else 0
-        tokens = annotate_tokens(alloc["real"], alloc["open"], by_domain) if calls else NO_TOKENS
-        cached = annotate_cached(alloc["real"], alloc["open"], hits) if calls else NONE_CACHED
+        if drawn is not None:  # the rows are known: exact
+            known = annotate_requests_of(drawn[k], params, info)
+            tokens = exact_tokens([measure.counter.count(r.messages) for r in known])
+            cached = known_cached([measure.is_cached(r) for r in known])
+        else:
+            tokens = annotate_tokens(alloc["real"], alloc["open"], by_domain) if calls else NO_TOKENS
+            cached = annotate_cached(alloc["real"], alloc["open"], hits) if calls else NONE_CACHED
         stages.append((k, synth, step_cost(calls, tokens, params.teacher.max_tokens, means["annotate"], cached)))
     return stages, shown
+
+
+def seeded_rows(plan: dict, pool: list[Row], params: Params, info: DatasetInfo) -> list[list[Row]]:
+    """Per stage, the pool rows the select step takes for a policy that draws
+    them without IFD: the step itself replayed, seeded by policy.seed as in a
+    run (it never loads the student then), each stage after the rows the
+    earlier ones took."""
+    from baldistill.student.selection import select  # its student imports are slow; only this needs it
+
+    taken: set[str] = set()
+    per_stage = []
+    for k, alloc in enumerate(plan["per_stage"]):
+        allocation = {**alloc, "policy": plan["policy"]}
+        rows, _ = select(pool, allocation, taken, k, params.select, params.student, params.policy.seed, info.task, None)
+        chosen = [r for r in rows if r.source != "duplicate"]  # a copy is not sent to the teacher
+        taken |= {r.id for r in chosen}
+        per_stage.append(chosen)
+    return per_stage
 
 
 def max_tokens_of(params: Params, step: str) -> int:
@@ -177,12 +202,17 @@ def annotate_requests(plan: dict, pool: Sequence[Row], params: Params, info: Dat
     stages = plan["per_stage"]
     anywhere = any(alloc["open"] for alloc in stages)
     wanted = {d for alloc in stages for d, q in alloc["real"].items() if q}
-    prompts, teacher, cut = load_prompts(info.task), params.teacher, params.data.max_input_chars
+    rows = [row for row in pool if anywhere or row.domain in wanted]
     by_domain: dict[str, list[Request]] = {}
-    for row in pool:
-        if anywhere or row.domain in wanted:
-            by_domain.setdefault(row.domain, []).append(annotation_request(prompts, teacher.max_tokens, cut, info, row))
+    for row, request in zip(rows, annotate_requests_of(rows, params, info)):
+        by_domain.setdefault(row.domain, []).append(request)
     return by_domain
+
+
+def annotate_requests_of(rows: Sequence[Row], params: Params, info: DatasetInfo) -> list[Request]:
+    """The requests the annotate step sends for `rows`."""
+    prompts, max_tokens, cut = load_prompts(info.task), params.teacher.max_tokens, params.data.max_input_chars
+    return [annotation_request(prompts, max_tokens, cut, info, row) for row in rows]
 
 
 def synthesis_cost(
@@ -217,8 +247,9 @@ def synthesis_cost(
 
 def _notes(shown: Mapping[int, int], max_tokens: int, has_cache: bool, cache: RequestCache, expected) -> list[str]:
     notes = [
-        "prompt tokens min-max: rows chosen at run time (IFD or a seeded draw) range from the shortest to the "
-        "longest prompts of their domain; expected = rows x the domain's mean prompt"
+        "prompt tokens min-max: rows IFD chooses at run time range from the shortest to the longest prompts of "
+        "their domain; expected = rows x the domain's mean prompt (rows drawn without IFD are drawn here as the "
+        "select step draws them, with policy.seed: exact)"
     ]
     for k, n in shown.items():
         if n:
