@@ -7,7 +7,6 @@ import pytest
 from baldistill.core.metrics import score
 from baldistill.core.params import Params
 from baldistill.core.rows import Row
-from baldistill.student import evaluation
 from baldistill.student.answer_extraction import ROUTES
 from baldistill.student.evaluation import evaluate, row_score
 
@@ -78,7 +77,7 @@ def test_evaluate_with_a_base_marker_dir_is_zero_shot(tiny_student_dir, tmp_path
     assert with_marker == without
 
 
-def test_evaluate_scores_what_the_student_says(tiny_student_dir, monkeypatch):
+def test_evaluate_scores_what_the_student_says(tiny_student_dir):
     """Scripted outputs: right, right, an echoed label without an answer sentence, wrong... -> routes,
     scores, and the side number of what the old reading would have credited."""
     rows = make_test_rows()
@@ -96,9 +95,8 @@ def test_evaluate_scores_what_the_student_says(tiny_student_dir, monkeypatch):
         seen.update(prompts=prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         return outputs
 
-    monkeypatch.setattr(evaluation, "generate_texts", scripted)
     metrics, predictions = evaluate(
-        rows, *sections(make_params(tiny_student_dir)), "classification", LABELS, POOL, None
+        rows, *sections(make_params(tiny_student_dir)), "classification", LABELS, POOL, None, generate=scripted
     )
     assert seen["max_new_tokens"] == 6 and seen["batch_size"] == 4
     assert "report 0 on earn" in seen["prompts"][0] and "<|im_start|>assistant" in seen["prompts"][0]

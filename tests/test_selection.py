@@ -49,7 +49,7 @@ def allocation(policy: str, real: dict, open_: int = 0, duplicated: dict | None 
     }
 
 
-def run(params, alloc, taken=(), stage=1, adapter=None):
+def run(params, alloc, taken=(), stage=1, adapter=None, score_rows=None):
     return selection.select(
         make_pool(),
         alloc,
@@ -60,6 +60,7 @@ def run(params, alloc, taken=(), stage=1, adapter=None):
         params.policy.seed,
         "classification",
         adapter,
+        score_rows=score_rows,
     )
 
 
@@ -155,24 +156,27 @@ def test_active_takes_the_highest_ifd_over_all_domains(tiny_student_dir):
     assert report["rows_scored"] == len(unused)
 
 
-def _fake_scores(monkeypatch, values: dict[str, float]):
-    def fake(self, rows):
-        self.rows_scored += len(rows)
-        self.scores.update((r.id, IfdScore(values[r.id], 1.0, 1.0)) for r in rows)
+def fixed_scores(values: dict[str, float]):
+    """Scores rows by `values` (IFD per row id) in place of the student."""
 
-    monkeypatch.setattr(selection._Scorer, "__call__", fake)
+    def score_rows(rows):
+        return [IfdScore(values[r.id], 1.0, 1.0) for r in rows], 0
+
+    return score_rows
 
 
-def test_ifd_ge_1_is_dropped_then_used_to_fill(tiny_student_dir, monkeypatch):
+def test_ifd_ge_1_is_dropped_then_used_to_fill(tiny_student_dir):
     values = {f"crude-{i}": v for i, v in enumerate([1.5, 0.2, 0.9, 1.1, math.nan, 0.5])}
-    _fake_scores(monkeypatch, values)
+    scores = fixed_scores(values)
     params = make_params(tiny_student_dir)
-    rows, report = run(params, allocation("naive", {"crude": 2}))
+    rows, report = run(params, allocation("naive", {"crude": 2}), score_rows=scores)
     assert [r.id for r in rows] == ["crude-2", "crude-5"]
-    rows, report = run(params, allocation("naive", {"crude": 5}))
+    rows, report = run(params, allocation("naive", {"crude": 5}), score_rows=scores)
     assert [r.id for r in rows] == ["crude-2", "crude-5", "crude-1", "crude-3", "crude-0"]
     assert report["ifd_ge_1"] == 2 and report["ifd_undefined"] == 1 and report["selected_not_preferred"] == 2
-    kept, _ = run(make_params(tiny_student_dir, drop_ifd_ge_1=False), allocation("naive", {"crude": 2}))
+    kept, _ = run(
+        make_params(tiny_student_dir, drop_ifd_ge_1=False), allocation("naive", {"crude": 2}), score_rows=scores
+    )
     assert [r.id for r in kept] == ["crude-0", "crude-3"]
 
 

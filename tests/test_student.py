@@ -42,10 +42,9 @@ def test_conversion_is_cached_by_sha_and_atomic(tmp_path, monkeypatch):
         calls.append(out)
         (out / "config.json").write_text("{}")
 
-    monkeypatch.setattr(student, "_convert_gguf", fake_convert)
-    first = student.resolve_model_dir(name)
+    first = student.resolve_model_dir(name, convert=fake_convert)
     assert first == str(tmp_path / "models" / ("ab" * 32))
-    assert student.resolve_model_dir(name) == first and len(calls) == 1
+    assert student.resolve_model_dir(name, convert=fake_convert) == first and len(calls) == 1
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["ab" * 32]
 
 
@@ -56,9 +55,8 @@ def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch):
         (out / "config.json").write_text("{}")
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(student, "_convert_gguf", broken)
     with pytest.raises(RuntimeError):
-        student.resolve_model_dir(name)
+        student.resolve_model_dir(name, convert=broken)
     assert list((tmp_path / "models").iterdir()) == []
 
 

@@ -13,6 +13,8 @@ per domain and head vs tail (metrics.score).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from baldistill.core.answers import extract_answer
 from baldistill.core.metrics import row_scores, score, to_label
 from baldistill.core.params import Evaluate, Student
@@ -43,6 +45,7 @@ def evaluate(
     pool_counts: dict[str, int],
     adapter_dir: str | None,
     workers: Workers = ONE_PROCESS,
+    generate: Callable[..., list[str]] = generate_texts,
 ) -> tuple[dict, list[dict]]:
     """(metrics, per-row predictions) of the student with `adapter_dir`.
 
@@ -64,12 +67,13 @@ def evaluate(
       the last \\boxed{}), which mostly measures labels echoed from the input.
     Each prediction is {"id", "domain", "gold", "pred", "output", "score", "route"}.
     Under a launcher (evaluate.launch) every process returns the same, its
-    passes shared out between `workers` (student.parallel).
+    passes shared out between `workers` (student.parallel). `generate` writes
+    the student's generations (generation.generate_texts' signature).
     """
     model, tokenizer = load_student(student.model, adapter_dir, device=student_device())
     prompts = load_prompts(task)
     texts = [build_prompt(tokenizer, prompts, row.input, student.max_input_tokens) for row in test_rows]
-    outputs = generate_texts(model, tokenizer, texts, cfg.max_new_tokens, cfg.batch_size, workers=workers)
+    outputs = generate(model, tokenizer, texts, cfg.max_new_tokens, cfg.batch_size, workers=workers)
     answer_sets = [answer_set(task, labels, row) for row in test_rows]
     answers = read_answers(model, tokenizer, texts, outputs, task, labels, answer_sets, cfg.batch_size, workers=workers)
     preds = [answer.pred for answer in answers]

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,13 +51,13 @@ def converted_dir(name: str) -> Path:
     return assets.home() / "models" / _gguf_sha256(assets.path_of(name))
 
 
-def resolve_model_dir(name: str) -> str:
+def resolve_model_dir(name: str, convert: Callable[[Path, Path], None] = _convert_gguf) -> str:
     """A path `from_pretrained` can load for student `name`.
 
     Names of packaged GGUF assets (e.g. "smollm2-135m-instruct") are converted
-    once to `assets.home()/models/<gguf sha256>/`; the folder appears
-    atomically (temp dir + rename), so a killed conversion leaves nothing a
-    later run would trust. Any other string is returned unchanged.
+    (`convert(gguf, folder)`) once to `assets.home()/models/<gguf sha256>/`;
+    the folder appears atomically (temp dir + rename), so a killed conversion
+    leaves nothing a later run would trust. Any other string is returned unchanged.
     """
     if name not in assets.ASSETS:
         return name
@@ -67,7 +68,7 @@ def resolve_model_dir(name: str) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        _convert_gguf(gguf, tmp)
+        convert(gguf, tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
         try:
             os.rename(tmp, target)

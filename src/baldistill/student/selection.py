@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from baldistill.core.errors import BaldistillError
@@ -42,6 +43,7 @@ from baldistill.student.model import load_student
 from baldistill.student.parallel import ONE_PROCESS, Workers
 
 OPEN = "*open*"  # the group key of active's pool-wide picks
+ScoreRows = Callable[[list[Row]], tuple[list[IfdScore], int]]
 _KEYS = ("policy", "quota", "real", "head", "tail", "open", "duplicated")
 
 
@@ -54,6 +56,8 @@ class _Scorer:
     task: str
     adapter_dir: str | None
     workers: Workers = ONE_PROCESS
+    # rows -> (their IFD scores, tokens generated); None: the student's own (score_by_generation)
+    score_rows: ScoreRows | None = None
     rows_scored: int = 0
     tokens_generated: int = 0
     scores: dict[str, IfdScore] = field(default_factory=dict)
@@ -64,6 +68,12 @@ class _Scorer:
     def __call__(self, rows: list[Row]) -> None:
         if not rows:
             return
+        scores, tokens = (self.score_rows or self._by_generation)(rows)
+        self.rows_scored += len(rows)
+        self.tokens_generated += tokens
+        self.scores.update((r.id, s) for r, s in zip(rows, scores))
+
+    def _by_generation(self, rows: list[Row]) -> tuple[list[IfdScore], int]:
         if self._loaded is None:
             model, tokenizer = load_student(self.student.model, self.adapter_dir, device=student_device())
             self._loaded = (model, tokenizer, load_prompts(self.task))
@@ -73,9 +83,7 @@ class _Scorer:
         generated, scores = score_by_generation(
             model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, workers=self.workers
         )
-        self.rows_scored += len(rows)
-        self.tokens_generated += sum(len(g.token_ids) for g in generated)
-        self.scores.update((r.id, s) for r, s in zip(rows, scores))
+        return scores, sum(len(g.token_ids) for g in generated)
 
 
 def _rng(seed: int, stage: int, group: str) -> random.Random:
@@ -228,13 +236,15 @@ def select(
     task: str,
     adapter_dir: str | None,
     workers: Workers = ONE_PROCESS,
+    score_rows: ScoreRows | None = None,
 ) -> tuple[list[Row], dict]:
     """Rows for the teacher at `stage` (marked source/stage, IFD in meta when
     scored) plus duplicates, and a report of what the step did; the same in
-    every process of `workers`, which share the scoring."""
+    every process of `workers`, which share the scoring. `score_rows` scores
+    rows in place of the student with `adapter_dir` (None: the student)."""
     start = time.perf_counter()
     _check(allocation)
-    scorer = _Scorer(cfg, student, task, adapter_dir, workers)
+    scorer = _Scorer(cfg, student, task, adapter_dir, workers, score_rows)
     unused = [r for r in pool if r.id not in taken_ids]
     picks = _domain_picks(unused, allocation, scorer, seed, stage)
     chosen = [r for rows in picks.values() for r in rows]
