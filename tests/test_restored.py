@@ -8,7 +8,14 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from baldistill.report.restored import makers, own_ledger, restored, restored_markdown, teacher_step_reports
+from baldistill.report.restored import (
+    Holding,
+    makers,
+    own_ledger,
+    restored,
+    restored_markdown,
+    teacher_step_reports,
+)
 from baldistill.teacher.usage import add_usage, empty_ledger
 
 from support.dvc_project import commit_repo, dvc, run, stopped_exp_run, venv_env
@@ -46,14 +53,14 @@ def test_the_teacher_steps_are_read_from_dvc_lock_by_their_report():
 def test_the_earliest_run_holding_a_step_made_it_and_the_later_ones_restored_it():
     report = "data/stages/s0/annotate_report.json"
     holdings = [
-        ("later", 20.0, {"annotate@s0": (report, "x")}),
-        ("first", 10.0, {"annotate@s0": (report, "x")}),
-        ("other", 30.0, {"annotate@s0": (report, "y")}),
+        Holding("later", 20.0, {"annotate@s0": (report, "x")}),
+        Holding("first", 10.0, {"annotate@s0": (report, "x")}),
+        Holding("other", 30.0, {"annotate@s0": (report, "y")}),
     ]
     made = makers(holdings)
-    assert restored("later", holdings[0][2], made) == {"annotate@s0": "first"}
-    assert restored("first", holdings[1][2], made) == {}
-    assert restored("other", holdings[2][2], made) == {}
+    assert restored("later", holdings[0].steps, made) == {"annotate@s0": "first"}
+    assert restored("first", holdings[1].steps, made) == {}
+    assert restored("other", holdings[2].steps, made) == {}
 
 
 usage = st.fixed_dictionaries(

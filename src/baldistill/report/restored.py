@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import yaml
 
@@ -43,13 +44,22 @@ def teacher_step_reports(lock_text: str) -> dict[str, tuple[str, str]]:
     return steps
 
 
-def makers(holdings: Iterable[tuple[str, float, dict[str, tuple[str, str]]]]) -> dict[tuple[str, str], str]:
+class Holding(NamedTuple):
+    """One run's teacher steps, as its dvc.lock names them."""
+
+    name: str
+    when: float  # its commit time (inf: the workspace)
+    steps: dict[str, tuple[str, str]]  # teacher_step_reports of its dvc.lock
+    rev: str = ""
+
+
+def makers(holdings: Iterable[Holding]) -> dict[tuple[str, str], str]:
     """(step, report md5) -> the run that made it: the earliest of the runs
-    (name, commit time, teacher_step_reports) holding it; ties go to the first listed."""
+    holding it; ties go to the first listed."""
     made: dict[tuple[str, str], str] = {}
-    for name, _, steps in sorted(holdings, key=lambda holding: holding[1]):
-        for step, (_, md5) in steps.items():
-            made.setdefault((step, md5), name)
+    for holding in sorted(holdings, key=lambda holding: holding.when):
+        for step, (_, md5) in holding.steps.items():
+            made.setdefault((step, md5), holding.name)
     return made
 
 
@@ -98,12 +108,12 @@ def restored_teacher_steps(rows: list[dict], repo: str | None) -> dict[str, dict
         except (FileNotFoundError, PathMissingError):  # a commit from before the pipeline ran
             continue
         when = float("inf") if rev == "workspace" else git.resolve_commit(rev).commit_time
-        holdings.append((run_name(row), when, teacher_step_reports(lock), rev))
-    made = makers(holding[:3] for holding in holdings)
+        holdings.append(Holding(run_name(row), when, teacher_step_reports(lock), rev))
+    made = makers(holdings)
     out = {}
-    for name, _, steps, rev in holdings:
-        if found := restored(name, steps, made):
-            out[rev] = {step: (maker, steps[step][0]) for step, maker in found.items()}
+    for holding in holdings:
+        if found := restored(holding.name, holding.steps, made):
+            out[holding.rev] = {step: (maker, holding.steps[step][0]) for step, maker in found.items()}
     return out
 
 
