@@ -76,7 +76,7 @@ def plan_costs(
 ) -> dict:
     """Per stage and step: calls, prompt and completion tokens, and dollars; and the run's total."""
     teacher = params.teacher
-    history, answered = completion_history(cache), cached_keys(cache)
+    history, answered = cache_contents(cache)
     expected = {step: _expected(history, teacher.model, max_tokens_of(params, step)) for step in STEPS}
     means = {step: found[0] if found else None for step, found in expected.items()}
     measure = Measure(counter, lambda request: request_key(request.material(teacher.model)) in answered)
@@ -161,30 +161,22 @@ def max_tokens_of(params: Params, step: str) -> int:
     return params.teacher.synth_max_tokens if step == "synthesize" else params.teacher.max_tokens
 
 
-def cached_keys(cache: RequestCache) -> set[str]:
-    """The keys of every cached answer; none when the cache file does not exist (it is not created)."""
+def cache_contents(cache: RequestCache) -> tuple[list[tuple[str, int, int]] | None, set[str]]:
+    """From one read of the cache: (model, max_tokens, completion_tokens) of every
+    cached response that reports its completion tokens, and the keys of every
+    cached answer; (None, no key) when the cache file does not exist (it is not created)."""
     if not cache.path.exists():
-        return set()
-    try:
-        return set(cache.keys())
-    finally:
-        cache.close()
-
-
-def completion_history(cache: RequestCache) -> list[tuple[str, int, int]] | None:
-    """(model, max_tokens, completion_tokens) of every cached response that reports
-    its completion tokens; None when the cache file does not exist (it is not created)."""
-    if not cache.path.exists():
-        return None
+        return None, set()
     try:
         entries = cache.entries(cache.keys())
     finally:
         cache.close()
-    return [
+    history = [
         (e["request"].get("model"), e["request"].get("max_tokens"), int(e["response"]["completion_tokens"]))
         for e in entries
         if e["response"].get("completion_tokens") is not None
     ]
+    return history, {e["key"] for e in entries}
 
 
 def _expected(history, model: str, max_tokens: int) -> tuple[float, int] | None:
