@@ -25,29 +25,32 @@ PER_MILLION = 1_000_000
 
 
 @dataclass(frozen=True)
-class Tokens:
-    """Prompt tokens of a set of requests: at least `low`, at most `high`, `expected` on average."""
+class Span:
+    """A count over a set of requests: at least `low`, at most `high`, `expected` on average."""
 
     low: int
     high: int
     expected: float
 
-    def __add__(self, other: Tokens) -> Tokens:
-        return Tokens(self.low + other.low, self.high + other.high, self.expected + other.expected)
+    def __add__(self, other: Span) -> Span:
+        return type(self)(self.low + other.low, self.high + other.high, self.expected + other.expected)
+
+    def to_dict(self) -> dict:
+        return {"min": self.low, "max": self.high, "expected": round(self.expected, 1)}
+
+
+class Tokens(Span):
+    """Prompt tokens of a set of requests."""
 
     @property
     def exact(self) -> bool:
         return self.low == self.high
 
     def to_dict(self) -> dict:
-        return {"min": self.low, "max": self.high, "expected": round(self.expected, 1), "exact": self.exact}
+        return {**super().to_dict(), "exact": self.exact}
 
 
 NO_TOKENS = Tokens(0, 0, 0.0)
-
-
-def total_tokens(parts: Iterable[Tokens]) -> Tokens:
-    return sum(parts, NO_TOKENS)
 
 
 def exact_tokens(counts: Sequence[int]) -> Tokens:
@@ -85,20 +88,8 @@ def _annotated(choose, nothing, real: Mapping[str, int], open_rows: int, by_doma
     return per_domain + choose(anywhere, open_rows)
 
 
-@dataclass(frozen=True)
-class Cached:
-    """How many of a set of calls the teacher cache already answers, paid for
-    before and free now: at least `low`, at most `high`, `expected` on average."""
-
-    low: int
-    high: int
-    expected: float
-
-    def __add__(self, other: Cached) -> Cached:
-        return Cached(self.low + other.low, self.high + other.high, self.expected + other.expected)
-
-    def to_dict(self) -> dict:
-        return {"min": self.low, "max": self.high, "expected": round(self.expected, 1)}
+class Cached(Span):
+    """How many of a set of calls the teacher cache already answers, paid for before and free now."""
 
 
 NONE_CACHED = Cached(0, 0, 0.0)
