@@ -6,9 +6,11 @@
 #
 #   bash scripts/reports.sh            # R52 (three baselines) and MCQA
 #   bash scripts/reports.sh mcqa       # only MCQA
+#   OUT=/tmp/r bash scripts/reports.sh  # elsewhere (to compare with the committed ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=docs/results/runs
+OUT=${OUT:-docs/results}
 REPORTS=${*:-r52 mcqa}
 
 r52_runs() { # the twelve R52 runs: four policies, training seeds 0-2
@@ -23,7 +25,7 @@ for which in $REPORTS; do
     # Each balanced policy against Random (the issue's comparison), then the
     # balanced policies against each other.
     for baseline in random duplicate naive; do
-      out=docs/results/r52-three-seeds
+      out=$OUT/r52-three-seeds
       [ "$baseline" = random ] || out=$out/vs-$baseline
       # shellcheck disable=SC2046  # one argument per run name
       baldistill report $(r52_runs) --baseline "$baseline" --from-runs "$RUNS" \
@@ -33,8 +35,8 @@ for which in $REPORTS; do
     ;;
   mcqa)
     baldistill report mcqa-random-seed0 mcqa-adaptive-seed0 --from-runs "$RUNS" \
-      --times docs/results/mcqa_runs.tsv --out docs/results/mcqa >/dev/null
-    echo docs/results/mcqa/report.md
+      --times docs/results/mcqa_runs.tsv --out "$OUT/mcqa" >/dev/null
+    echo "$OUT/mcqa/report.md"
     ;;
   *) echo "scripts/reports.sh: unknown report '$which' (r52 or mcqa)" >&2 && exit 2 ;;
   esac

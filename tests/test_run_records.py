@@ -1,14 +1,20 @@
 """Run records: a report rebuilt from saved records, with no DVC repository at all."""
 
 import json
+import os
 import random
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from baldistill.core.errors import BaldistillError
-from baldistill.report.experiments import write_report
+from baldistill.report.experiments import read_times, write_report
 from baldistill.report.run_records import load_record, make_record, save_records
 
+REPO = Path(__file__).resolve().parents[1]
 DOMAINS = {"earn": 60, "acq": 55, "tin": 3, "zinc": 2}  # pool rows: two head, two tail at threshold 50
 
 
@@ -75,3 +81,28 @@ def test_a_report_is_rebuilt_from_records_alone(tmp_path, monkeypatch):
 def test_from_runs_needs_the_experiments_named(tmp_path):
     with pytest.raises(BaldistillError, match="--from-runs"):
         write_report([], tmp_path / "out", from_runs=tmp_path)
+
+
+def _reports_script(out_dir, *args: str) -> None:
+    """scripts/reports.sh writing under out_dir, with this interpreter's `baldistill` on PATH."""
+    env = {**os.environ, "OUT": str(out_dir), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", str(REPO / "scripts/reports.sh"), *args], env=env, check=True, capture_output=True)
+
+
+def test_the_committed_mcqa_report_is_what_its_committed_records_give(tmp_path):
+    """docs/results.md quotes docs/results/mcqa/report.md: rebuilt from the
+    committed records by the command it names, it is the same, word for word."""
+    _reports_script(tmp_path, "mcqa")
+    assert (tmp_path / "mcqa/report.md").read_text() == (REPO / "docs/results/mcqa/report.md").read_text()
+
+
+def test_the_committed_r52_run_table_is_what_its_committed_records_give(tmp_path):
+    """The twelve R52 runs' table and per-policy means (no bootstrap: that is
+    the slow part) rebuilt from the committed records match the committed report."""
+    runs = [f"r52-{policy}-seed{seed}" for policy in ("random", "duplicate", "naive", "adaptive") for seed in (0, 1, 2)]
+    times = read_times(REPO / "docs/results/r52_runs.tsv")
+    write_report(runs, tmp_path, n_boot=1, from_runs=REPO / "docs/results/runs", times=times)
+    before_intervals = re.compile(r"\n(?=Against random)")
+    rebuilt = before_intervals.split((tmp_path / "report.md").read_text())[0]
+    committed = before_intervals.split((REPO / "docs/results/r52-three-seeds/report.md").read_text())[0]
+    assert rebuilt.count("| r52-") == 12 and rebuilt == committed
