@@ -14,7 +14,8 @@ from baldistill.core.errors import BaldistillError
 from baldistill.report.experiments import read_times, write_report
 from baldistill.report.run_records import load_record, make_record, save_records
 
-REPO = Path(__file__).resolve().parents[1]
+from support.dvc_project import REPO
+
 DOMAINS = {"earn": 60, "acq": 55, "tin": 3, "zinc": 2}  # pool rows: two head, two tail at threshold 50
 
 
