@@ -1,6 +1,8 @@
 """evaluate STAGE: the stage's student on the test set (or, with evaluate.split:
-validation, on the validation rows held out of the pool): macro/micro scores,
-per domain and head vs tail, as DVC metrics and plots. Run it under `accelerate
+validation, on the validation rows held out of the pool): macro/micro scores on
+the test split's own distribution (a capped test set weighted by the full
+split's per-domain counts; the validation rows are read as they are), the
+balanced reading beside them, per domain and head vs tail, as DVC metrics and plots. Run it under `accelerate
 launch` to share the generation between GPUs, processes or machines (params
 evaluate.launch); the main process alone writes."""
 
@@ -34,6 +36,7 @@ def main(stage: str) -> None:
         read_json(layout.COUNTS),
         str(here.adapter),
         workers,
+        test_counts=info.test_counts if params.evaluate.split == "test" else None,
     )
     if not workers.is_main:
         return  # every process holds the same results; one writes them

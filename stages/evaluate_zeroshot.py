@@ -1,6 +1,8 @@
 """evaluate_zeroshot: the base student, untrained (zero-shot CoT), scored on the
-same rows and by the same routes as every stage, so a run can say what its
-training bought. It reads no policy param, so a policy change does not re-run it.
+same rows as every stage, so a run can say what its training bought. Zero-shot
+CoT is a two-step method (Kojima et al.): where the reasoning states no answer,
+the answer is generated after its reasoning and "The answer is", and parsed
+like any answer. It reads no policy param, so a policy change does not re-run it.
 Like evaluate, it runs under evaluate.launch; the main process alone writes."""
 
 import sys
@@ -32,6 +34,8 @@ def main() -> None:
         read_json(layout.COUNTS),
         str(here.adapter),
         workers,
+        test_counts=info.test_counts if params.evaluate.split == "test" else None,
+        extraction=True,  # Zero-shot CoT's own second step: the answer generated after the trigger
     )
     if not workers.is_main:
         return  # every process holds the same results; one writes them

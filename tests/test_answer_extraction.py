@@ -1,4 +1,5 @@
-"""The student's own answer: its answer sentence, else the second pass, on the tiny real-tokenizer student."""
+"""The student's own answer (its answer sentence; Zero-shot CoT's generated answer extraction) and the
+likelihood second pass as a side reading, on the tiny real-tokenizer student."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from baldistill.core.answers import ANSWER_TRIGGER, extract_answer
 from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
 from baldistill.student import answer_extraction as ax
+from baldistill.student import likelihood as lk
 from baldistill.student.encoding import build_prompt, encode_prompt
 from baldistill.student.generation import generate
 from baldistill.student.model import load_student
@@ -56,8 +58,8 @@ def argmax(values: list[float]) -> int:
 def test_cached_scores_equal_a_full_forward_pass(tiny, tree):
     model, tokenizer = tiny
     prefixes = [ax.second_pass_prompt(prompt_of(tokenizer, s), r) for s, r in zip(STORIES, REASONINGS)]
-    candidates = [[ax.continuation(label) for label in LABELS], [" A.", " B.", " money-supply."]]
-    got = ax.continuation_logprobs(model, tokenizer, prefixes, candidates, progress=False, tree=tree)
+    candidates = [[lk.continuation(label) for label in LABELS], [" A.", " B.", " money-supply."]]
+    got = lk.continuation_logprobs(model, tokenizer, prefixes, candidates, progress=False, tree=tree)
     for prefix, conts, scores in zip(prefixes, candidates, got):
         reference = naive_logprobs(model, tokenizer, prefix, conts)
         assert scores == pytest.approx(reference, abs=1e-4)
@@ -70,15 +72,15 @@ def test_chunked_scoring_is_exact_too(tiny, tree):
     model, tokenizer = tiny
     prefix = ax.second_pass_prompt(prompt_of(tokenizer, STORIES[0]), REASONINGS[0])
     prefix_ids = encode_prompt(tokenizer, prefix)
-    cands = [tokenizer(ax.continuation(label), add_special_tokens=False).input_ids for label in LABELS]
-    whole = ax._row_logprobs(model, prefix_ids, cands, tree)
-    chunked = ax._row_logprobs(model, prefix_ids, cands, tree, limit=2 if tree else len(prefix_ids) + 6)
+    cands = [tokenizer(lk.continuation(label), add_special_tokens=False).input_ids for label in LABELS]
+    whole = lk._row_logprobs(model, prefix_ids, cands, tree)
+    chunked = lk._row_logprobs(model, prefix_ids, cands, tree, limit=2 if tree else len(prefix_ids) + 6)
     assert chunked == pytest.approx(whole, abs=1e-5)
 
 
 def test_chunks_keep_order_and_limit():
-    assert ax._chunks([1, 1, 3, 1, 5, 1], 3) == [[0, 1], [2], [3], [4], [5]]
-    assert ax._chunks([2, 2, 2], 10) == [[0, 1, 2]]
+    assert lk._chunks([1, 1, 3, 1, 5, 1], 3) == [[0, 1], [2], [3], [4], [5]]
+    assert lk._chunks([2, 2, 2], 10) == [[0, 1, 2]]
 
 
 def test_continuation_tokens_are_fixed_and_match_the_joined_text(tiny):
@@ -86,10 +88,10 @@ def test_continuation_tokens_are_fixed_and_match_the_joined_text(tiny):
     _, tokenizer = tiny
     prefix = ax.second_pass_prompt(prompt_of(tokenizer, STORIES[0]), REASONINGS[0])
     assert prefix.endswith(" " + ANSWER_TRIGGER)
-    ids = tokenizer(ax.continuation("earn"), add_special_tokens=False).input_ids
+    ids = tokenizer(lk.continuation("earn"), add_special_tokens=False).input_ids
     assert [tokenizer.decode([i]) for i in ids] == [" earn", "."]
     for label in LABELS:
-        text = ax.continuation(label)
+        text = lk.continuation(label)
         joined = encode_prompt(tokenizer, prefix + text)
         assert joined == encode_prompt(tokenizer, prefix) + tokenizer(text, add_special_tokens=False).input_ids
 
@@ -97,11 +99,11 @@ def test_continuation_tokens_are_fixed_and_match_the_joined_text(tiny):
 # ---- routing --------------------------------------------------------------------
 
 
-def read(tiny, stories, outputs, task="classification", labels=LABELS, sets=None):
+def read(tiny, stories, outputs, task="classification", labels=LABELS, sets=None, **options):
     model, tokenizer = tiny
     prompts = [prompt_of(tokenizer, s) for s in stories]
     sets = sets if sets is not None else [ax.answer_set(task, labels)] * len(outputs)
-    return ax.read_answers(model, tokenizer, prompts, outputs, task, labels, sets, 4, progress=False)
+    return ax.read_answers(model, tokenizer, prompts, outputs, task, labels, sets, 4, progress=False, **options)
 
 
 def test_an_answer_sentence_is_taken_as_is(tiny):
@@ -109,54 +111,71 @@ def test_an_answer_sentence_is_taken_as_is(tiny):
     assert answers == [ax.Answer("earn", "answer_sentence"), ax.Answer("money-fx", "answer_sentence")]
 
 
-def test_without_an_answer_sentence_the_student_is_asked(tiny):
+def test_without_an_answer_sentence_the_row_has_no_answer(tiny):
     outputs = ["I am not sure about this story", "The answer is unknown.", ""]
     answers = read(tiny, STORIES + STORIES[:1], outputs)
-    assert [a.route for a in answers] == ["second_pass"] * 3
-    assert all(a.pred in LABELS for a in answers)
+    assert answers == [ax.Answer(None, "none")] * 3
+
+
+def test_the_second_pass_is_a_side_reading_of_the_likeliest_label_per_token(tiny):
+    outputs = ["I am not sure about this story", "The answer is unknown.", ""]
+    answers = read(tiny, STORIES + STORIES[:1], outputs, second_pass=True)
+    assert [(a.pred, a.route) for a in answers] == [(None, "none")] * 3  # never the row's answer
+    assert all(a.second_pass in LABELS for a in answers)
     model, tokenizer = tiny
-    # It is the label the student finds most likely after its reasoning and the trigger.
+    # The label with the highest mean log-prob per token after the reasoning and the trigger.
     prefix = ax.second_pass_prompt(prompt_of(tokenizer, STORIES[0]), outputs[0])
-    scores = naive_logprobs(model, tokenizer, prefix, [ax.continuation(label) for label in LABELS])
-    assert answers[0].pred == LABELS[argmax(scores)]
+    conts = [lk.continuation(label) for label in LABELS]
+    sums = naive_logprobs(model, tokenizer, prefix, conts)
+    sizes = [len(tokenizer(c, add_special_tokens=False).input_ids) for c in conts]
+    assert answers[0].second_pass == LABELS[argmax([s / n for s, n in zip(sums, sizes)])]
+    summed = lk.pick_answers(model, tokenizer, [prefix], [LABELS], normalise=False, progress=False)
+    assert summed == [LABELS[argmax(sums)]]
 
 
 def test_an_echoed_label_is_not_credited(tiny):
-    """A label the input and output mention but the student does not choose scores nothing,
-    where the old fallback (last label mentioned) would have credited it."""
+    """A label the input and output mention is never the answer; the second pass, which must pick
+    some label, picks another one for at least one such row, where the old fallback credited it."""
     for label in LABELS:
         story = f"Markets watched {label} closely today."
         output = f"The story talks about {label} and other things"
-        (answer,) = read(tiny, [story], [output])
-        if answer.pred != label:
+        (answer,) = read(tiny, [story], [output], second_pass=True)
+        assert answer.pred is None and answer.route == "none"
+        if answer.second_pass != label:
             break
     else:
-        pytest.fail("the tiny student chose every echoed label")
+        pytest.fail("the tiny student's second pass chose every echoed label")
     assert extract_answer(output, "classification", LABELS) == label  # what the old reading credited
     assert ax.from_answer_sentence(output, "classification", LABELS) is None
-    assert answer.route == "second_pass" and answer.pred in LABELS and answer.pred != label
+    assert answer.second_pass in LABELS
 
 
-def test_multiple_choice_picks_one_of_the_rows_letters(tiny):
+def test_multiple_choice_second_pass_picks_one_of_the_rows_letters(tiny):
     rows = [
         Row(id="q", domain="arc", input="Which is a metal? A. wood B. iron", label="B", meta={"choices": ["A", "B"]})
     ]
     sets = [ax.answer_set("multiple_choice", ["A", "B", "C", "D", "E"], rows[0])]
     assert sets == [["A", "B"]]
-    answers = read(tiny, [rows[0].input], ["Iron conducts heat"], "multiple_choice", ["A", "B", "C", "D", "E"], sets)
-    assert answers[0].route == "second_pass" and answers[0].pred in ("A", "B")
+    letters = ["A", "B", "C", "D", "E"]
+    answers = read(tiny, [rows[0].input], ["Iron conducts heat"], "multiple_choice", letters, sets, second_pass=True)
+    assert answers[0].route == "none" and answers[0].second_pass in ("A", "B")
 
 
-def test_an_open_answer_comes_from_a_short_continuation(tiny):
+@pytest.mark.parametrize(
+    "task,labels,stories", [("math", [], ["What is 2 + 3?", "What is 7 * 6?"]), ("classification", LABELS, STORIES)]
+)
+def test_zero_shot_cot_answer_extraction_is_generated_and_parsed(tiny, task, labels, stories):
+    """Kojima et al.'s second step: after the reasoning and the trigger the student writes on, and
+    what it writes is read like any answer sentence; no second pass runs again on those rows."""
     model, tokenizer = tiny
-    stories = ["What is 2 + 3?", "What is 7 * 6?"]
-    outputs = ["2 + 3 = 5. The answer is 5.", "Seven sixes are"]
-    answers = read(tiny, stories, outputs, "math", [], [None, None])
-    assert answers[0] == ax.Answer("5", "answer_sentence")
+    outputs = ["It is clear. The answer is 5." if task == "math" else "The answer is earn.", "Seven sixes are"]
+    sets = [ax.answer_set(task, labels)] * 2
+    answers = read(tiny, stories, outputs, task, labels, sets, extraction=True, second_pass=task == "math")
+    assert answers[0] == ax.Answer("5" if task == "math" else "earn", "answer_sentence")
     prefix = ax.second_pass_prompt(prompt_of(tokenizer, stories[1]), outputs[1])
     (more,) = generate(model, tokenizer, [prefix], ax.SECOND_PASS_MAX_NEW_TOKENS, 1, progress=False)
-    expected = extract_answer(ANSWER_TRIGGER + more.text, "math", strict=True)
-    assert answers[1] == ax.Answer(expected, "second_pass" if expected is not None else "none")
+    expected = ax.from_answer_sentence(ANSWER_TRIGGER + more.text, task, labels)
+    assert answers[1] == ax.Answer(expected, "answer_extraction" if expected is not None else "none")
 
 
 # ---- pure parts -------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Paired (and two-level) bootstrap of policy minus baseline: concrete cases and properties.
 
-n_boot stays small: every replicate runs metrics.score, and classification
-goes through scikit-learn, which costs milliseconds per call.
+n_boot stays small: every replicate runs metrics.score on every run.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baldistill.core.bootstrap import KEYS, Interval, paired_bootstrap
+from baldistill.core.bootstrap import ALL_KEYS, KEYS, Interval, paired_bootstrap
 from baldistill.core.errors import BaldistillError
 from baldistill.core.metrics import score
 
@@ -180,19 +179,27 @@ def test_no_tail_domain_gives_none_for_tail():
     assert result["head"].estimate == pytest.approx(0.5) and result["head"].excludes_zero
 
 
-def test_tail_drawn_in_fewer_than_half_the_replicates_has_no_interval():
-    # One tail row among 30: a replicate misses it with probability (29/30)^30 ~ 0.36,
-    # so with 4 replicates some seeds keep fewer than 2 of them.
+def test_rows_are_resampled_within_domains_so_a_one_row_domain_is_in_every_replicate():
+    # One tail row among 30: a row-level bootstrap would miss it in about a third of the
+    # replicates; resampled within its domain it is drawn every time.
     golds = [LETTERS[i % 4] for i in range(30)]
     domains = ["p"] * 29 + ["r"]
     policy, baseline = list(golds), [None] * 30
-    seen = set()
-    for seed in range(40):
+    for seed in range(10):
         tail = _mc([policy], [baseline], golds, domains, n_boot=4, seed=seed, keys=("tail",))["tail"]
-        assert tail.estimate == 1.0
-        assert (tail.low is None) == (tail.n_boot < 2) and (tail.high is None) == (tail.n_boot < 2)
-        seen.add(tail.n_boot < 2)
-    assert seen == {True, False}
+        assert tail == Interval(estimate=1.0, low=1.0, high=1.0, n_boot=4)
+
+
+def test_with_the_full_splits_counts_the_estimate_is_the_weighted_difference():
+    golds, domains = _mc_data()
+    counts = {"p": 200, "q": 20, "r": 20}  # 20 rows of each domain drawn
+    policy = [g if d == "p" else None for g, d in zip(golds, domains)]  # right on the big domain only
+    baseline = [g if d != "p" else None for g, d in zip(golds, domains)]
+    result = _mc([policy], [baseline], golds, domains, n_boot=50, test_counts=counts, keys=ALL_KEYS)
+    # Weighted micro: policy 200/240, baseline 40/240; balanced micro 1/3 and 2/3.
+    assert result["micro"].estimate == pytest.approx(160 / 240) and result["micro"].excludes_zero
+    assert result["balanced_micro"].estimate == pytest.approx(-1 / 3) and result["balanced_micro"].excludes_zero
+    assert result["macro"].estimate == pytest.approx(-1 / 3)  # macro: one vote per domain either way
 
 
 def test_only_requested_keys_are_returned():

@@ -17,14 +17,19 @@ def test_r52_is_the_papers_long_tail():
     assert (len(pool), len(counts), info["task"]) == (6532, 52, "classification")
     assert list(counts.items())[:2] == [("earn", 2840), ("acq", 1596)] and counts["platinum"] == 1
     assert len(test) == 2568 and set(info["labels"]) == set(counts)
+    assert info["test_counts"] == domain_counts(test) and list(info["test_counts"].items())[:2] == [
+        ("earn", 1083),
+        ("acq", 696),
+    ]
     assert len({r.id for r in pool + test}) == len(pool) + len(test)
 
 
 def test_test_cap_per_domain_is_seeded():
-    _, _, test, _ = datasets.prepare(Data(dataset="r52", test_per_domain=2))
+    _, _, test, info = datasets.prepare(Data(dataset="r52", test_per_domain=2))
     per_domain = domain_counts(test)
     full = domain_counts(datasets.prepare(Data(dataset="r52", test_per_domain=None))[2])
     assert per_domain == {d: min(2, n) for d, n in full.items()}
+    assert info["test_counts"] == full  # the capped set's scores are weighted back to the full split
     again = datasets.prepare(Data(dataset="r52", test_per_domain=2))[2]
     assert [r.id for r in test] == [r.id for r in again]
     other = datasets.prepare(Data(dataset="r52", test_per_domain=2, test_seed=1))[2]

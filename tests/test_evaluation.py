@@ -22,7 +22,12 @@ KEYS = {
     "no_answer",
     "answer_sentence_rate",
     "routes",
+    "route_accuracy",
     "echo_macro",
+    "balanced_macro",
+    "balanced_micro",
+    "test_rows",
+    "reading",
 }
 
 
@@ -31,14 +36,14 @@ def sections(params):
     return params.evaluate, params.student, params.data.head_threshold
 
 
-def make_params(model: str) -> Params:
+def make_params(model: str, second_pass: bool = False) -> Params:
     return Params.model_validate(
         {
             "budget": {"total": 8},
             "stages": {"s0": "start"},
             "data": {"head_threshold": 50},
             "student": {"model": model, "max_input_tokens": 24},
-            "evaluate": {"batch_size": 4, "max_new_tokens": 6},
+            "evaluate": {"batch_size": 4, "max_new_tokens": 6, "second_pass": second_pass},
         }
     )
 
@@ -64,8 +69,9 @@ def test_evaluate_runs_the_tiny_student_end_to_end(tiny_student_dir):
         assert set(pred) == {"id", "domain", "gold", "pred", "output", "score", "route"}
         assert (pred["id"], pred["domain"], pred["gold"]) == (row.id, row.domain, row.label)
         assert isinstance(pred["output"], str)
-        # A closed label set: every row gets an answer, the student's own.
-        assert pred["route"] in ("answer_sentence", "second_pass") and pred["pred"] in LABELS
+        # Its own answer or none: six generated tokens rarely reach an answer sentence.
+        assert pred["route"] in ("answer_sentence", "none") and (pred["pred"] in LABELS) == (pred["route"] != "none")
+    assert metrics["reading"] == "sample" and "second_pass_macro" not in metrics
 
 
 def test_evaluate_with_a_base_marker_dir_is_zero_shot(tiny_student_dir, tmp_path):
@@ -77,42 +83,90 @@ def test_evaluate_with_a_base_marker_dir_is_zero_shot(tiny_student_dir, tmp_path
     assert with_marker == without
 
 
-def test_evaluate_scores_what_the_student_says(tiny_student_dir):
-    """Scripted outputs: right, right, an echoed label without an answer sentence, wrong... -> routes,
-    scores, and the side number of what the old reading would have credited."""
-    rows = make_test_rows()
-    outputs = [
-        "It reports profits. The answer is earn.",
-        "The answer is **acq**.",
-        "Gold prices are mentioned; I am not sure.",  # gold row: the label is echoed, not stated
-        "The answer is gold.",  # gold for crude
-        "The answer is earn.",
-        "The answer is ACQ.",
-    ]
-    seen = {}
+OUTPUTS = [
+    "It reports profits. The answer is earn.",
+    "The answer is **acq**.",
+    "Gold prices are mentioned; I am not sure.",  # gold row: the label is echoed, not stated
+    "The answer is gold.",  # gold for crude
+    "The answer is earn.",
+    "The answer is ACQ.",
+]
 
-    def scripted(model, tokenizer, prompts, max_new_tokens, batch_size, workers=None):
+
+def scripted(seen: dict):
+    def generate(model, tokenizer, prompts, max_new_tokens, batch_size, workers=None):
         seen.update(prompts=prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        return outputs
+        return OUTPUTS if max_new_tokens == 6 else [" earn."] * len(prompts)
 
+    return generate
+
+
+def test_evaluate_scores_what_the_student_says(tiny_student_dir):
+    """Scripted outputs: right, right, an echoed label without an answer sentence (wrong: no
+    answer), wrong, right, right -> routes, scores, and the side number of the old reading."""
+    rows = make_test_rows()
+    seen = {}
     metrics, predictions = evaluate(
-        rows, *sections(make_params(tiny_student_dir)), "classification", LABELS, POOL, None, generate=scripted
+        rows, *sections(make_params(tiny_student_dir)), "classification", LABELS, POOL, None, generate=scripted(seen)
     )
     assert seen["max_new_tokens"] == 6 and seen["batch_size"] == 4
     assert "report 0 on earn" in seen["prompts"][0] and "<|im_start|>assistant" in seen["prompts"][0]
     preds = [p["pred"] for p in predictions]
-    assert [p["route"] for p in predictions] == ["answer_sentence"] * 2 + ["second_pass"] + ["answer_sentence"] * 3
-    # The third row's answer is the one the student gives when asked, one of the labels.
-    assert preds[:2] + preds[3:] == ["earn", "acq", "gold", "earn", "acq"] and preds[2] in LABELS
-    assert [p["score"] for p in predictions] == [1, 1, float(preds[2] == "gold"), 0, 1, 1]
+    assert [p["route"] for p in predictions] == ["answer_sentence"] * 2 + ["none"] + ["answer_sentence"] * 3
+    assert preds == ["earn", "acq", None, "gold", "earn", "acq"]
+    assert [p["score"] for p in predictions] == [1, 1, 0, 0, 1, 1]
     assert metrics == {
         **score("classification", [r.label for r in rows], preds, [r.domain for r in rows], LABELS, POOL, 50),
-        **{k: metrics[k] for k in ("no_answer", "answer_sentence_rate", "routes", "echo_macro")},
+        **{k: metrics[k] for k in ("no_answer", "answer_sentence_rate", "routes", "route_accuracy", "echo_macro")},
     }
-    assert metrics["routes"] == {"answer_sentence": 5, "second_pass": 1, "none": 0}
-    assert metrics["no_answer"] == 0.0 and metrics["answer_sentence_rate"] == pytest.approx(5 / 6)
+    assert metrics["routes"] == {"answer_sentence": 5, "answer_extraction": 0, "none": 1}
+    assert metrics["route_accuracy"] == {"answer_sentence": 0.8, "answer_extraction": None, "none": 0.0}
+    assert metrics["no_answer"] == pytest.approx(1 / 6) and metrics["answer_sentence_rate"] == pytest.approx(5 / 6)
     # The old reading credited the echoed "gold": earn 1, acq 1, gold TP1 FP1 -> 2/3, crude 0.
     assert metrics["echo_macro"] == pytest.approx((1 + 1 + 2 / 3 + 0) / 4)
+
+
+def test_the_second_pass_is_reported_beside_the_headline_never_as_it(tiny_student_dir):
+    rows = make_test_rows()
+    params = make_params(tiny_student_dir, second_pass=True)
+    metrics, predictions = evaluate(
+        rows, *sections(params), "classification", LABELS, POOL, None, generate=scripted({})
+    )
+    assert predictions[2]["pred"] is None and predictions[2]["route"] == "none" and predictions[2]["score"] == 0
+    side = predictions[2]["second_pass"]
+    assert side in LABELS and all("second_pass" not in p for i, p in enumerate(predictions) if i != 2)
+    golds, domains = [r.label for r in rows], [r.domain for r in rows]
+    filled = score("classification", golds, ["earn", "acq", side, "gold", "earn", "acq"], domains, LABELS, POOL, 50)
+    assert metrics["second_pass_rows"] == 1
+    assert metrics["second_pass_macro"] == filled["macro"] and metrics["second_pass_micro"] == filled["micro"]
+    plain, _ = evaluate(
+        rows, *sections(make_params(tiny_student_dir)), "classification", LABELS, POOL, None, generate=scripted({})
+    )
+    assert metrics["macro"] == plain["macro"]  # the headline does not move
+
+
+def test_zero_shot_extraction_and_the_full_splits_weights(tiny_student_dir):
+    """extraction: the row without an answer sentence gets the answer generated after the trigger
+    (scripted: " earn."); test_counts weight the headline to the full split."""
+    rows = make_test_rows()
+    counts = {"earn": 40, "acq": 20, "gold": 1, "crude": 1}
+    metrics, predictions = evaluate(
+        rows,
+        *sections(make_params(tiny_student_dir)),
+        "classification",
+        LABELS,
+        POOL,
+        None,
+        generate=scripted({}),
+        test_counts=counts,
+        extraction=True,
+    )
+    assert predictions[2]["route"] == "answer_extraction" and predictions[2]["pred"] == "earn"
+    golds, domains = [r.label for r in rows], [r.domain for r in rows]
+    preds = [p["pred"] for p in predictions]
+    weighted = score("classification", golds, preds, domains, LABELS, POOL, 50, test_counts=counts)
+    assert metrics["macro"] == weighted["macro"] and metrics["reading"] == "weighted sample"
+    assert metrics["macro"] != metrics["balanced_macro"]
 
 
 def test_row_score_per_task():

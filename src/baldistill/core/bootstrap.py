@@ -3,7 +3,11 @@
 Every policy is scored on the same fixed test rows, so the two policies' errors
 are correlated: a hard row is hard for both. Resampling the test rows jointly
 for both sides (paired) cancels that shared noise and gives a much tighter
-interval for the difference than two independent intervals would.
+interval for the difference than two independent intervals would. Rows are
+resampled within their domain (as many draws as the domain has rows): the test
+set was drawn per domain, and each replicate keeps its per-domain sizes, so the
+stratified weights that carry the scores to the full split's distribution
+(metrics.stratified_weights, from `test_counts`) stay the same in every replicate.
 
 With several training seeds per policy, the seed is a second source of noise.
 Each replicate then also resamples the runs of each side (as many draws, with
@@ -19,7 +23,7 @@ NO_ANSWER rule, accuracy, word F1, head/tail split) is defined in one place.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +33,8 @@ from baldistill.core.errors import BaldistillError
 from baldistill.core.metrics import score
 
 KEYS = ("macro", "micro", "head", "tail")
+# The balanced readings of the same rows (metrics.score), available beside the headline keys.
+ALL_KEYS = (*KEYS, "balanced_macro", "balanced_micro")
 
 Run = Sequence[str | None]
 
@@ -71,12 +77,14 @@ def paired_bootstrap(
     seed: int = 0,
     confidence: float = 0.95,
     keys: Sequence[str] = KEYS,
+    test_counts: Mapping[str, int] | None = None,
 ) -> dict[str, Interval]:
     """Interval of (policy minus baseline) for each metric in `keys`.
 
     Each run is the predictions of one training seed, aligned with `golds` and
-    `domains`. `task`, `labels`, `pool_counts` and `head_threshold` are passed
-    to metrics.score. A replicate where a key is None (e.g. no tail domain was
+    `domains`. `task`, `labels`, `pool_counts`, `head_threshold` and
+    `test_counts` (the full test split's rows per domain) are passed to
+    metrics.score. A replicate where a key is None (e.g. no tail domain was
     drawn) is skipped for that key; if fewer than half of `n_boot` replicates
     remain, low and high are None. The result depends only on the inputs and
     `seed`.
@@ -98,6 +106,7 @@ def paired_bootstrap(
             labels,
             pool_counts,
             head_threshold,
+            test_counts=test_counts,
         )
         return {key: _defined(result[key]) for key in keys}
 
@@ -119,8 +128,9 @@ def paired_bootstrap(
     # Separate streams: the rows drawn do not depend on how many runs each side has.
     row_rng, policy_rng, baseline_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     diffs: dict[str, list[float]] = {key: [] for key in keys}
+    strata = [np.flatnonzero(domains_arr == d) for d in dict.fromkeys(domains_arr.tolist())]
     for _ in range(n_boot):
-        rows = row_rng.integers(0, n, size=n)
+        rows = np.concatenate([members[row_rng.integers(0, len(members), size=len(members))] for members in strata])
         p = side_mean(policy, policy_rng.integers(0, len(policy), size=len(policy)), rows)
         b = side_mean(baseline, baseline_rng.integers(0, len(baseline), size=len(baseline)), rows)
         for key in keys:
@@ -173,6 +183,6 @@ def _validate(policy_runs, baseline_runs, golds, domains, task, n_boot, seed, co
         raise BaldistillError(f"bootstrap: seed must be an integer >= 0, got {seed!r}")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
         raise BaldistillError(f"bootstrap: confidence must be between 0 and 1 (exclusive), got {confidence!r}")
-    unknown = [key for key in keys if key not in KEYS]
+    unknown = [key for key in keys if key not in ALL_KEYS]
     if unknown or not keys:
-        raise BaldistillError(f"bootstrap: keys must be among {', '.join(KEYS)}, got {list(keys)!r}")
+        raise BaldistillError(f"bootstrap: keys must be among {', '.join(ALL_KEYS)}, got {list(keys)!r}")

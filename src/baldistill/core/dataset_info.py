@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import read_json, write_json
+from baldistill.core.rows import DEFAULT_HEAD_THRESHOLD
 
 TASKS = ("classification", "multiple_choice", "abstractive_qa", "math")
 
@@ -31,7 +32,10 @@ class DatasetInfo:
     labels: list[str] = field(default_factory=list)
     # A domain with more pool rows than this is head (resolved by prepare from
     # data.head_threshold or the data set's Appendix A split).
-    head_threshold: int = 50
+    head_threshold: int = DEFAULT_HEAD_THRESHOLD
+    # The full test split's rows per domain (before data.test_per_domain's cap): the
+    # metrics weight a capped test set back to this distribution. None: unknown (older runs).
+    test_counts: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -42,6 +46,12 @@ class DatasetInfo:
             raise BaldistillError("dataset info: labels must be a list of non-empty strings")
         if not isinstance(self.head_threshold, int) or isinstance(self.head_threshold, bool) or self.head_threshold < 0:
             raise BaldistillError("dataset info: head_threshold must be a non-negative integer")
+        counts = self.test_counts
+        if counts is not None and not (
+            isinstance(counts, dict)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts.values())
+        ):
+            raise BaldistillError("dataset info: test_counts must map each domain to a positive row count")
 
     @property
     def labels_text(self) -> str:
@@ -49,10 +59,8 @@ class DatasetInfo:
         return ", ".join(self.labels)
 
     def save(self, path: str | os.PathLike) -> None:
-        write_json(
-            path,
-            {"name": self.name, "task": self.task, "labels": list(self.labels), "head_threshold": self.head_threshold},
-        )
+        obj = {"name": self.name, "task": self.task, "labels": list(self.labels), "head_threshold": self.head_threshold}
+        write_json(path, obj if self.test_counts is None else {**obj, "test_counts": self.test_counts})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DatasetInfo:
@@ -64,7 +72,11 @@ class DatasetInfo:
             raise BaldistillError(f"{path}: missing field '{missing[0]}'")
         try:
             return cls(
-                name=obj["name"], task=obj["task"], labels=obj["labels"], head_threshold=obj.get("head_threshold", 50)
+                name=obj["name"],
+                task=obj["task"],
+                labels=obj["labels"],
+                head_threshold=obj.get("head_threshold", DEFAULT_HEAD_THRESHOLD),
+                test_counts=obj.get("test_counts"),
             )
         except BaldistillError as exc:
             raise BaldistillError(f"{path}: {exc}") from None

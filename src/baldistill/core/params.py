@@ -176,6 +176,10 @@ class Evaluate(_Section):
     launch: str = "python"
     batch_size: int = Field(default=16, ge=1)
     max_new_tokens: int = Field(default=80, ge=1)
+    # A side reading for rows whose generation names no answer: the label or choice the
+    # student finds most likely after its reasoning and "The answer is" (length-normalised),
+    # reported beside the headline as second_pass_*, never as it (docs/evaluation.md).
+    second_pass: bool = False
 
 
 class Params(_Section):

@@ -103,6 +103,20 @@ def head_to_tail(counts: Mapping[str, int]) -> list[str]:
     return sorted(counts, key=lambda d: (-counts[d], d))
 
 
+# Appendix A: an R52 domain with more than 50 training rows is head. The data set's
+# own rule where it names its head domains instead (MATH, MCQA) is resolved into a
+# threshold by data.datasets.head_threshold_for; this is the default everywhere else.
+DEFAULT_HEAD_THRESHOLD = 50
+
+
+def is_head(pool_rows: int, threshold: int = DEFAULT_HEAD_THRESHOLD) -> bool:
+    """Whether a domain with `pool_rows` training-pool rows is head (the data set's
+    head/tail split, Figure 3): more pool rows than `threshold`. The one definition
+    that metrics, plots, data sets and reports use. (Allocation's per-stage notion,
+    whether a stage's unused rows meet a domain's quota, is another thing.)"""
+    return pool_rows > threshold
+
+
 def domain_counts(rows: list[Row]) -> dict[str, int]:
     """Rows per domain, head to tail."""
     counts: dict[str, int] = {}

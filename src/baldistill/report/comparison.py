@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from baldistill.core.bootstrap import KEYS, Interval, paired_bootstrap
 from baldistill.core.errors import BaldistillError
+from baldistill.core.rows import DEFAULT_HEAD_THRESHOLD
 
 Predictions = Sequence[Mapping]  # one run's predictions.jsonl rows: {"id", "domain", "gold", "pred", ...}
 
@@ -84,7 +85,7 @@ def against_zeroshot(trained: Predictions, zeroshot: Predictions, info: dict, co
         task=info["task"],
         labels=info.get("labels") or [],
         pool_counts=counts,
-        head_threshold=info.get("head_threshold", 50),
+        head_threshold=info.get("head_threshold", DEFAULT_HEAD_THRESHOLD),
     )
     verdict = "significant" if record["macro"].excludes_zero else "not significant (the interval includes 0)"
     return (

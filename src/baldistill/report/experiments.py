@@ -25,6 +25,7 @@ from pathlib import Path
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import atomic_open
 from baldistill.core.layout import COUNTS, INFO, StagePaths
+from baldistill.core.rows import DEFAULT_HEAD_THRESHOLD
 from baldistill.report.comparison import compare, comparison_markdown
 from baldistill.report.exp_rows import (
     experiment_baselines,
@@ -204,7 +205,7 @@ def intervals_section(records: list[dict], baseline: str, n_boot: int) -> str:
         task=info["task"],
         labels=info.get("labels") or [],
         pool_counts=records[0]["counts"],
-        head_threshold=info.get("head_threshold", 50),
+        head_threshold=info.get("head_threshold", DEFAULT_HEAD_THRESHOLD),
         n_boot=n_boot,
     )
     return "\n" + comparison_markdown(compared, baseline, len(runs[baseline]), len(runs[baseline][0]))
@@ -289,7 +290,7 @@ def write_report(
             for policy, runs in by_policy(summaries, tables).items()
         }
         title += ", mean ± sd over each policy's runs"
-    head_threshold = records[0]["info"].get("head_threshold", 50)  # info.json of older runs lacks it: R52's 50
+    head_threshold = records[0]["info"].get("head_threshold", DEFAULT_HEAD_THRESHOLD)  # older runs lack it
     text += intervals_section(records, baseline, n_boot)
     out = Path(out_dir)
     with atomic_open(out / "report.md") as handle:

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from baldistill.core.files import atomic_open, write_csv
-from baldistill.core.rows import head_to_tail
+from baldistill.core.rows import head_to_tail, is_head
 
 CSV_FIELDS = ("domain", "pool_rows", "share", "score", "n", "group")
 HEAD_COLOR, TAIL_COLOR = "#3b6ea8", "#d9822b"
@@ -35,7 +35,7 @@ def domain_table(per_domain: Mapping[str, dict], head_threshold: int) -> list[di
             "share": round(v["pool_rows"] / total, 6),
             "score": v["score"],
             "n": v["n"],
-            "group": "head" if v["pool_rows"] > head_threshold else "tail",
+            "group": "head" if is_head(v["pool_rows"], head_threshold) else "tail",
         }
         for domain, v in ordered
     ]
@@ -161,7 +161,9 @@ def longtail_chart(counts: Mapping[str, int], out_png: str | Path, title: str, h
     values = [counts[d] for d in domains]
     figure = _figure(len(domains))
     ax = figure.add_subplot()
-    ax.bar(range(len(domains)), values, color=[HEAD_COLOR if v > head_threshold else TAIL_COLOR for v in values])
+    ax.bar(
+        range(len(domains)), values, color=[HEAD_COLOR if is_head(v, head_threshold) else TAIL_COLOR for v in values]
+    )
     ax.axhline(head_threshold, color="grey", linestyle="--", linewidth=1, label=f"head > {head_threshold} rows")
     ax.set_yscale("log")
     ax.set_xlim(-0.6, len(domains) - 0.4)
