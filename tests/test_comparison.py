@@ -52,7 +52,7 @@ def test_a_clearly_better_policy_is_called_significant():
     assert record["policy"] == "naive" and record["runs"] == 1
     assert record["macro"].excludes_zero and record["macro"].estimate > 0.5
     text = comparison_markdown([record], "random", 1, len(GOLDS))
-    assert "significantly better on macro, micro, head, tail than random" in text
+    assert "significantly better on macro, micro, balanced macro, head, tail than random" in text
     assert "] *" in text
 
 
@@ -63,6 +63,19 @@ def test_equal_policies_are_reported_as_not_significant():
     text = comparison_markdown([record], "random", 1, len(GOLDS))
     assert "- naive: no difference from random is significant." in text
     assert "] *" not in text
+
+
+def test_with_the_full_splits_counts_a_policy_that_gets_the_big_class_right_wins_on_micro():
+    """earn is 90% of the full split but a quarter of the rows drawn: the policy right on earn
+    alone beats the one right on everything else on (weighted) micro, and loses on balanced macro."""
+    only_earn = [g if g == "earn" else "acq" for g in GOLDS]
+    all_but_earn = [g if g != "earn" else "acq" for g in GOLDS]
+    full_split = {"earn": 900, "acq": 50, "grain": 40, "tea": 10}
+    [record] = compared([only_earn], [all_but_earn], test_counts=full_split)
+    assert record["micro"].estimate > 0.5 and record["micro"].excludes_zero
+    assert record["balanced_macro"].estimate < 0 and record["balanced_macro"].excludes_zero
+    text = comparison_markdown([record], "random", 1, len(GOLDS))
+    assert "| Δ macro | Δ micro | Δ balanced macro | Δ head | Δ tail |" in text
 
 
 def test_missing_baseline_is_one_clear_error():

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from baldistill.core.metrics import score
+
 from support.dvc_project import REPO, dvc, make_project, ran_stages, run
 from support.teacher_fakeserver import FakeTeacher
 from support.tiny_pipeline import BUDGET, configure, teacher_reply
@@ -59,6 +61,27 @@ def test_repro_runs_every_step_within_budget(project, teacher):
     assert (project / "metrics/s1/per_domain.png").read_bytes()[:4] == b"\x89PNG"
     train = [json.loads(line) for line in (project / "data/stages/s1/train.jsonl").read_text().splitlines()]
     assert {r["source"] for r in train} == {"pool", "synthetic"} and len(train) == BUDGET
+    assert_full_split_headline(project)
+
+
+def assert_full_split_headline(project):
+    """A real full-split evaluation (data.test_per_domain: null): prepare records the split's
+    counts, every row weighs 1, so the headline is the plain full-set metric of the predictions,
+    the balanced reading is the same, and a capped draw's estimate comes from the same function."""
+    info = json.loads((project / "data/prepared/info.json").read_text())
+    assert info["test_counts"] == {"earn": 2, "acq": 2, "tea": 2}
+    metrics = json.loads((project / "metrics/s1/metrics.json").read_text())
+    rows = [json.loads(line) for line in (project / "metrics/s1/predictions.jsonl").read_text().splitlines()]
+    columns = [[r[k] for r in rows] for k in ("gold", "pred", "domain")]
+    counts = json.loads((project / "data/prepared/counts.json").read_text())
+    plain = score("classification", *columns, info["labels"], counts, info["head_threshold"])
+    assert metrics["reading"] == "full split" and metrics["test_rows"] == metrics["n"] == 6
+    assert metrics["macro"] == pytest.approx(plain["macro"]) and metrics["micro"] == pytest.approx(plain["micro"])
+    assert (metrics["balanced_macro"], metrics["balanced_micro"]) == (metrics["macro"], metrics["micro"])
+    assert {r["route"] for r in rows} <= {"answer_sentence", "none"}  # a trained student: its own answers only
+    assert all((r["pred"] is None) == (r["route"] == "none") for r in rows) and "second_pass_rows" not in metrics
+    zeroshot = [json.loads(line) for line in (project / "metrics/start/predictions.jsonl").read_text().splitlines()]
+    assert {r["route"] for r in zeroshot} <= {"answer_sentence", "answer_extraction", "none"}
 
 
 def test_summary_and_report_commands(project):
@@ -69,6 +92,8 @@ def test_summary_and_report_commands(project):
     assert "synthesized rows per stage: s0 0, s1 " in summary
     assert re.search(r"IFD picks, mean percentile .*: s0 .*, s1 0\.\d\d \(\d+ rows\)", summary)
     assert "trained vs zero-shot student: macro " in summary and "paired bootstrap 95% interval over 6 rows" in summary
+    assert "(on the full test split, 6 rows); balanced macro" in summary and "labels: never predicted " in summary
+    assert "answers by route: " in summary
     report = run(project, sys.executable, "-m", "baldistill.cli", "report", "workspace", "--out", "rep").stdout
     assert "| workspace | adaptive | s1 |" in report
     assert (project / "rep/per_domain.png").read_bytes()[:4] == b"\x89PNG"

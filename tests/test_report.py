@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baldistill.core.errors import BaldistillError
-from baldistill.report.experiments import aggregate, aggregate_markdown, mean_per_domain
+from baldistill.report.run_table import aggregate, aggregate_markdown, mean_per_domain
 
 scores = st.floats(min_value=0, max_value=1, allow_nan=False)
 
@@ -44,7 +44,8 @@ def test_policies_are_kept_apart_in_order_of_appearance():
     assert random["macro_std"] == 0.0
     table = aggregate_markdown([adaptive, random])
     assert (
-        "| adaptive | 2 | 25.00 ± 7.07 | 50.00 ± 0.00 | 25.00 ± 7.07 | n/a | 104.00 ± 0.00 | 60.00 ± 14.14 |" in table
+        "| adaptive | 2 | 25.00 ± 7.07 | 50.00 ± 0.00 | n/a | n/a | 25.00 ± 7.07 | n/a "
+        "| 104.00 ± 0.00 | 60.00 ± 14.14 |" in table
     )
 
 
@@ -57,15 +58,14 @@ def test_mean_per_domain_averages_what_each_run_has():
 
 
 def test_the_run_table_shows_how_the_student_answered_and_how_fast_the_teacher_was():
-    from baldistill.report.experiments import markdown
+    from baldistill.report.run_table import markdown
 
-    run = {**summary("adaptive", 0.25), "answer_sentence_rate": 0.5, "rows_synthesized": 3}
+    run = {**summary("adaptive", 0.25), "answer_sentence_rate": 0.5, "rows_synthesized": 3, "balanced_macro": 0.3}
     run |= {"prompt_tokens_per_s": 75.234, "generation_tokens_per_s": None, "rows_selected": 392, "wall_min": 81.5}
+    run |= {"second_pass_in_score": 0}
     table = markdown([run])
-    row = (
-        "| adaptive-x | adaptive | s1 | 25.00 | 50.00 | 25.00 | n/a | 104 | 10 | 50.00 | 3 | 75.2 | n/a | 392 | 81.5 |"
-    )
-    assert row in table
+    row = "| adaptive-x | adaptive | s1 | 25.00 | 50.00 | 30.00 | n/a | 25.00 | n/a | 104 | 10 | 50.00 | 0 | 3 | 75.2"
+    assert row + " | n/a | 392 | 81.5 |" in table
 
 
 def test_wall_times_are_read_from_the_runs_tsv(tmp_path):
@@ -77,7 +77,7 @@ def test_wall_times_are_read_from_the_runs_tsv(tmp_path):
 
 
 def test_a_metric_dvc_shows_as_the_string_none_reads_as_missing():
-    from baldistill.report.experiments import markdown, summarize
+    from baldistill.report.run_table import markdown, summarize
 
     ledger = "metrics/s1/teacher.json:"
     row = {"Experiment": "x", "policy.name": "adaptive", "metrics/s1/metrics.json:macro": 0.3}
@@ -88,7 +88,7 @@ def test_a_metric_dvc_shows_as_the_string_none_reads_as_missing():
 
 
 def test_a_metric_that_is_no_number_is_an_error_naming_run_and_column():
-    from baldistill.report.experiments import summarize
+    from baldistill.report.run_table import summarize
 
     column = "metrics/s1/metrics.json:macro"
     assert summarize({"Experiment": "x", column: "0.25"}, "s1")["macro"] == 0.25
@@ -97,7 +97,24 @@ def test_a_metric_that_is_no_number_is_an_error_naming_run_and_column():
 
 
 def test_counts_that_dvc_gives_as_floats_stay_counts():
-    from baldistill.report.experiments import markdown
+    from baldistill.report.run_table import markdown
 
     run = {**summary("adaptive", 0.25), "calls_paid": 0.0, "rows_synthesized": 1.0, "answer_sentence_rate": 1.0}
-    assert "| 104 | 0 | 100.00 | 1 |" in markdown([run])
+    assert "| 104 | 0 | 100.00 | n/a | 1 |" in markdown([run])
+
+
+def test_labels_never_predicted_and_over_predicted():
+    from baldistill.report.label_use import head_confusion, label_use, label_use_line
+
+    golds = ["earn"] * 4 + ["acq"] * 3 + ["tin"] * 2 + ["zinc"]
+    preds = ["grain"] * 4 + ["acq", "tin", None] + ["tin", "tin"] + ["zinc"]
+    use = label_use(golds, preds, ["earn", "acq", "tin", "zinc", "grain"])
+    assert use == {"never": [("earn", 4)], "over": [("grain", 4, 0)], "no_answer": 1}  # tin: 3/2 < 2
+    line = label_use_line(use, 4, {"earn": 90, "acq": 5, "tin": 3, "zinc": 2})
+    assert line == "never predicted 1 of 4 labels: earn (4) (90% of the full test split); " + (
+        "over-predicted (predicted/gold rows >= 2): grain 4/0"
+    )
+    record = {"info": {"labels": ["earn", "acq", "tin", "zinc", "grain"]}}
+    record["predictions"] = [{"gold": g, "pred": p} for g, p in zip(golds, preds)]
+    # Head earn, acq: earn's rows all go to another label, acq's to acq, another label and none.
+    assert head_confusion([record, record], ["earn", "acq"]).tolist() == [[0, 0, 8, 0], [0, 2, 2, 2]]

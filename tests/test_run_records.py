@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from baldistill.core.errors import BaldistillError
+from baldistill.core.metrics import score
 from baldistill.report.experiments import read_times, write_report
 from baldistill.report.run_records import load_record, make_record, save_records
 
@@ -26,7 +27,9 @@ def record(name: str, policy: str, accuracy: float, seed: int, restored: dict | 
     for i in range(40):
         domain = list(DOMAINS)[i % 4]
         pred = domain if draw.random() < accuracy else "other"
-        predictions.append({"id": f"t{i}", "domain": domain, "gold": domain, "pred": pred, "route": "sentence"})
+        predictions.append(
+            {"id": f"t{i}", "domain": domain, "gold": domain, "pred": pred, "route": "answer_sentence", "output": "..."}
+        )
     per_domain = {d: {"score": accuracy, "pool_rows": n, "n": 10} for d, n in DOMAINS.items()}
     summary = {"experiment": name, "policy": policy, "stage": "s1", "macro": accuracy, "micro": accuracy}
     summary |= {"head": accuracy, "tail": accuracy, "calls_budgeted": 40, "calls_paid": 7, "rows_selected": 40}
@@ -38,7 +41,7 @@ def test_records_keep_only_what_pairing_reads_and_come_back_unchanged(tmp_path):
     one = record("r-1", "random", 0.5, 1)
     [path] = save_records([one], tmp_path)
     assert path == tmp_path / "r-1.json"
-    assert set(one["predictions"][0]) == {"id", "domain", "gold", "pred"}
+    assert set(one["predictions"][0]) == {"id", "domain", "gold", "pred", "route"}  # not the output
     assert load_record(tmp_path, "r-1") == one
 
 
@@ -70,13 +73,32 @@ def test_a_report_is_rebuilt_from_records_alone(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no DVC repository here: a record named is never looked for in DVC
     result = write_report(["r-0", "r-1", "a-0"], "out", n_boot=200, times={"a-0": 600.0}, from_runs=runs)
     text = (tmp_path / "out/report.md").read_text()
-    assert "| a-0 | adaptive | s1 | 90.00 |" in text and text.count("| random | s1 |") == 2
-    assert "| random | 2 | 32.50 ± 3.54 |" in text
+    # Scores are recomputed from each record's predictions (metrics.score), not copied from its summary.
+    rows = adaptive["predictions"]
+    columns = ([r[k] for r in rows] for k in ("gold", "pred", "domain"))
+    expected = score("classification", *columns, adaptive["info"]["labels"], DOMAINS, 50)
+    assert f"| a-0 | adaptive | s1 | {100 * expected['macro']:.2f} |" in text and text.count("| random | s1 |") == 2
+    assert result["rows"][2]["second_pass_in_score"] == 0  # its routes are all the student's own
+    assert "| random | 2 | " in text
     [row] = [line for line in text.splitlines() if line.startswith("| adaptive | 1 | +")]
-    assert row.count("*") == 4  # 0.9 against about 0.33 on 40 rows: every interval excludes 0
-    assert "- a-0: annotate@s0 made by r-0" in text and "- r-" not in text
+    assert row.count("*") == 5  # 0.9 against about 0.33 on 40 rows: every interval excludes 0
+    assert "- a-0: annotate@s0 made by r-0" in text and text.count("made by") == 1
     assert [s["wall_min"] for s in result["rows"]] == [None, None, 10.0]
     assert (tmp_path / "out/head_tail.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out/confusion_head.png").read_bytes()[:4] == b"\x89PNG"
+    assert "- a-0: never predicted 0 of 4 labels; over-predicted" in text
+    right = sum(r["pred"] == r["gold"] for r in adaptive["predictions"])
+    assert f"- a-0: answer sentence 40 (right {100 * right / 40:.1f}%)" in text  # its route, kept in the record
+    assert (
+        "- r-0: never predicted 1 of 4 labels: tin (10); over-predicted (predicted/gold rows >= 2): other 34/0" in text
+    )
+
+
+def test_no_charts_writes_the_report_alone(tmp_path):
+    runs = tmp_path / "runs"
+    save_records([record("r-0", "random", 0.3, 0), record("a-0", "adaptive", 0.9, 2)], runs)
+    result = write_report(["r-0", "a-0"], tmp_path / "out", n_boot=20, from_runs=runs, charts=False)
+    assert result["charts"] == [] and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.md"]
 
 
 def test_from_runs_needs_the_experiments_named(tmp_path):

@@ -108,20 +108,25 @@ def fetch(names) -> None:
 @click.option("--times", type=click.Path(exists=True, dir_okay=False), help="TSV of each run's wall seconds")
 @click.option("--save-runs", type=click.Path(file_okay=False), help="also write each run's record here (commit them)")
 @click.option("--from-runs", type=click.Path(file_okay=False), help="read runs that have a record here, not from DVC")
-def report(experiments, out_dir, baseline, n_boot, times, save_runs, from_runs) -> None:
+@click.option(
+    "--no-charts", is_flag=True, help="write report.md only (e.g. another baseline over runs already charted)"
+)
+def report(experiments, out_dir, baseline, n_boot, times, save_runs, from_runs, no_charts) -> None:
     """Compare DVC experiments (names or revs, "workspace"; default: all):
-    a markdown table (policy, macro, micro, head, tail, teacher calls), each
-    policy against --baseline with paired bootstrap 95% intervals, and a
-    per-domain chart, head to tail, one series per experiment. A run's record
+    a markdown table (policy, macro and micro on the test split's own
+    distribution, the balanced reading, head, tail, teacher calls), the labels
+    each student never or over-predicts, each policy against --baseline with
+    paired bootstrap 95% intervals, and charts: per domain, head to tail, one
+    series per experiment; head vs tail; the head domains' confusion. A run's record
     (--save-runs) keeps what the report reads of it, so --from-runs rebuilds
     the report where the experiments themselves are gone (a fresh clone)."""
     from baldistill.report.experiments import read_times, write_report
 
     wall = read_times(times) if times else None
     options = {"baseline": baseline, "n_boot": n_boot, "times": wall, "from_runs": from_runs, "save_runs": save_runs}
-    result = write_report(list(experiments), out_dir, **options)
+    result = write_report(list(experiments), out_dir, charts=not no_charts, **options)
     click.echo(Path(result["markdown"]).read_text(), nl=False)
-    click.echo(f"charts: {result['chart']}, {result['head_tail_chart']}")
+    click.echo(f"charts: {', '.join(result['charts']) or 'none (--no-charts)'}")
 
 
 @main.command()
@@ -158,12 +163,13 @@ def _ifd_percentiles(stage_names: list[str]) -> str:
 @main.command()
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 def summary(params_path) -> None:
-    """After `dvc repro`: where the metrics and plots are, and the last stage's
-    per-domain and head/tail scores."""
+    """After `dvc repro`: where the metrics and plots are, the last stage's scores
+    on the test split's own distribution and balanced, how the student answered,
+    the labels it never or over-predicts, and its per-domain and head/tail scores."""
     from baldistill.core import layout
-    from baldistill.core.files import read_json
+    from baldistill.core.files import read_json, read_jsonl
     from baldistill.core.params import START, load_params
-    from baldistill.report.experiments import stage_summary
+    from baldistill.report.run_summary import stage_summary
 
     params = load_params(params_path)
     last = layout.StagePaths(params.stage_names[-1])
@@ -181,17 +187,18 @@ def summary(params_path) -> None:
         "training loss": str(last.train_log),
         "long-tail chart": str(layout.LONGTAIL_PNG),
     }
-    click.echo(stage_summary(metrics, read_json(last.ledger), rows, paths))
+    info, counts = read_json(layout.INFO), read_json(layout.COUNTS)
+    predictions = read_jsonl(last.predictions)
+    click.echo(stage_summary(metrics, read_json(last.ledger), rows, paths, predictions, info))
     kept = [read_json(layout.StagePaths(s).report("synthesize"))["kept"] for s in params.stage_names]
     click.echo("synthesized rows per stage: " + ", ".join(f"{s} {n}" for s, n in zip(params.stage_names, kept)))
     click.echo("IFD picks, mean percentile within their domain (random 0.50): " + _ifd_percentiles(params.stage_names))
     zeroshot = layout.StagePaths(START).predictions
     if zeroshot.exists():
-        from baldistill.core.files import read_jsonl
         from baldistill.report.comparison import against_zeroshot
 
-        info, counts = read_json(layout.INFO), read_json(layout.COUNTS)
-        click.echo(against_zeroshot(read_jsonl(last.predictions), read_jsonl(zeroshot), info, counts))
+        split = params.evaluate.split
+        click.echo(against_zeroshot(predictions, read_jsonl(zeroshot), info, counts, weighted=split == "test"))
     click.echo("compare: dvc metrics show | dvc plots show | baldistill report")
 
 

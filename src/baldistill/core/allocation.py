@@ -5,10 +5,14 @@ integer share of B (the shares sum exactly to B); a policy turns that share
 into per-domain quotas (summing exactly to the share), and the split rule
 turns quotas into rows taken from the pool and rows to synthesize:
 
-* a domain whose quota exceeds its unused pool rows is **tail**: all its
-  unused rows are taken (and annotated by the teacher) and the rest is
+* a domain whose quota exceeds its unused pool rows **needs synthesis**: all
+  its unused rows are taken (and annotated by the teacher) and the rest is
   synthesized;
-* otherwise it is **head**: its quota is selected from its unused rows.
+* otherwise its quota is **met from the pool**: selected from its unused rows.
+
+(The paper calls these a stage's tail and head domains, and allocation.json
+keeps those key names, `tail` and `head`; they are not the data set's head/tail
+split by pool size that evaluation reports, rows.is_head.)
 
 Nothing here touches a model, a file or the network, so every rule is
 property-tested (tests/test_policy.py).
@@ -111,8 +115,8 @@ def adaptive_targets(counts: Mapping[str, int], share: int, weight: Fraction) ->
     }
 
 
-def split_head_tail(quota: Mapping[str, int], unused: Mapping[str, int]) -> tuple[dict, dict, list, list]:
-    """Quota -> (real, missing, head, tail) by the rule in the module docstring."""
+def split_by_pool(quota: Mapping[str, int], unused: Mapping[str, int]) -> tuple[dict, dict, list, list]:
+    """Quota -> (real, missing, met from the pool, needs synthesis) by the rule in the module docstring."""
     real, missing, head, tail = {}, {}, [], []
     for d, q in quota.items():
         if q > unused[d]:
@@ -176,7 +180,7 @@ def allocate_stage(
         else:
             targets = naive_targets(list(counts), share)
         quota = largest_remainder(targets, share, _tie_order(counts, given))
-        real, missing, head, tail = split_head_tail(quota, unused)
+        real, missing, head, tail = split_by_pool(quota, unused)
     synthetic = missing if spec.synthesizes else dict(zeros)
     # Duplicates reuse the rationale of the row they copy: no new call.
     duplicated = missing if spec.duplicates else dict(zeros)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from baldistill.core.bootstrap import KEYS, Interval, paired_bootstrap
+from baldistill.core.bootstrap import Interval, paired_bootstrap
 from baldistill.core.errors import BaldistillError
 from baldistill.core.rows import DEFAULT_HEAD_THRESHOLD
 
 Predictions = Sequence[Mapping]  # one run's predictions.jsonl rows: {"id", "domain", "gold", "pred", ...}
+# The headline (the test split's own distribution), its balanced reading, head and tail.
+KEYS = ("macro", "micro", "balanced_macro", "head", "tail")
+NAMES = {"balanced_macro": "balanced macro"}
 
 
 def align(runs_by_policy: Mapping[str, Sequence[Predictions]]) -> tuple[list[str], list[str], dict[str, list[list]]]:
@@ -51,8 +54,10 @@ def compare(
     head_threshold: int,
     n_boot: int = 1000,
     seed: int = 0,
+    test_counts: Mapping[str, int] | None = None,
 ) -> list[dict]:
-    """One record per policy other than `baseline`: {"policy", "runs", key: Interval}."""
+    """One record per policy other than `baseline`: {"policy", "runs", key: Interval} for KEYS;
+    `test_counts` (the full split's rows per domain) weight the headline keys to its distribution."""
     if baseline not in runs_by_policy:
         raise BaldistillError(f"baseline policy {baseline!r} is not among the experiments compared")
     golds, domains, preds = align(runs_by_policy)
@@ -71,14 +76,19 @@ def compare(
             head_threshold=head_threshold,
             n_boot=n_boot,
             seed=seed,
+            keys=KEYS,
+            test_counts=test_counts,
         )
         out.append({"policy": policy, "runs": len(runs), **intervals})
     return out
 
 
-def against_zeroshot(trained: Predictions, zeroshot: Predictions, info: dict, counts: dict[str, int]) -> str:
+def against_zeroshot(
+    trained: Predictions, zeroshot: Predictions, info: dict, counts: dict[str, int], weighted: bool = True
+) -> str:
     """One line for `baldistill summary`: the trained student minus the
-    untrained (zero-shot) one on the same rows, macro and micro, with intervals."""
+    untrained (zero-shot) one on the same rows, macro and micro (on the test
+    split's own distribution where `weighted` and info has its counts), with intervals."""
     [record] = compare(
         {"zeroshot": [zeroshot], "trained": [trained]},
         "zeroshot",
@@ -86,6 +96,7 @@ def against_zeroshot(trained: Predictions, zeroshot: Predictions, info: dict, co
         labels=info.get("labels") or [],
         pool_counts=counts,
         head_threshold=info.get("head_threshold", DEFAULT_HEAD_THRESHOLD),
+        test_counts=info.get("test_counts") if weighted else None,
     )
     verdict = "significant" if record["macro"].excludes_zero else "not significant (the interval includes 0)"
     return (
@@ -109,7 +120,7 @@ def comparison_markdown(records: Sequence[dict], baseline: str, baseline_runs: i
         f"Against {baseline} ({baseline_runs} run{'s' * (baseline_runs != 1)}), on the same {n_test} test rows: "
         "difference in points, paired bootstrap 95% interval; * = the interval excludes 0.",
         "",
-        "| policy | runs | " + " | ".join(f"Δ {key}" for key in KEYS) + " |",
+        "| policy | runs | " + " | ".join(f"Δ {NAMES.get(key, key)}" for key in KEYS) + " |",
         "|---|---|" + "---|" * len(KEYS),
     ]
     for record in records:
@@ -121,9 +132,13 @@ def comparison_markdown(records: Sequence[dict], baseline: str, baseline_runs: i
         if not better and not worse:
             lines.append(f"- {record['policy']}: no difference from {baseline} is significant.")
             continue
-        parts = [f"better on {', '.join(better)}"] if better else []
-        parts += [f"worse on {', '.join(worse)}"] if worse else []
+        parts = [f"better on {_names(better)}"] if better else []
+        parts += [f"worse on {_names(worse)}"] if worse else []
         rest = [k for k in KEYS if k not in better + worse]
-        tail = f"; {', '.join(rest)}: not significant" if rest else ""
+        tail = f"; {_names(rest)}: not significant" if rest else ""
         lines.append(f"- {record['policy']}: significantly {' and '.join(parts)} than {baseline}{tail}.")
     return "\n".join(lines) + "\n"
+
+
+def _names(keys: Sequence[str]) -> str:
+    return ", ".join(NAMES.get(key, key) for key in keys)

@@ -5,7 +5,8 @@ An experiment lives in refs/exps and its outputs in DVC's cache, so a fresh clon
 unless both were pushed (`dvc exp push`, `dvc push`). A record keeps what the
 report needs, and only that: the run's summary row, its per-domain scores, the
 teacher steps it restored, each test row's gold and predicted answer (what the
-paired bootstrap resamples), and the data set's info and pool counts. Records
+paired bootstrap resamples) and its route, and the data set's info (with the
+full test split's per-domain counts) and pool counts. Records
 are small (about 120 bytes a test row: 41 KB for 350 rows) and meant to be committed beside the
 results they make (`report --save-runs docs/results/runs`), so that
 `report --from-runs docs/results/runs` regenerates those tables and charts.
@@ -20,14 +21,15 @@ from baldistill.core.files import read_json, write_json
 
 VERSION = 1
 KEYS = ("summary", "per_domain", "restored", "predictions", "info", "counts")
-PREDICTION_KEYS = ("id", "domain", "gold", "pred")
+PREDICTION_KEYS = ("id", "domain", "gold", "pred", "route", "second_pass")
 
 
 def make_record(
     summary: dict, per_domain: dict, restored: dict, predictions: list[dict], info: dict, counts: dict
 ) -> dict:
-    """One run's record; predictions keep only what pairing and scoring read."""
-    slim = [{k: row.get(k) for k in PREDICTION_KEYS} for row in predictions]
+    """One run's record; predictions keep only what pairing and scoring read, and how
+    each row was answered (its route, and the second pass's side answer where it ran)."""
+    slim = [{k: row[k] for k in PREDICTION_KEYS if k in row} for row in predictions]
     return {
         "version": VERSION,
         "summary": summary,
