@@ -118,3 +118,22 @@ def test_labels_never_predicted_and_over_predicted():
     record["predictions"] = [{"gold": g, "pred": p} for g, p in zip(golds, preds)]
     # Head earn, acq: earn's rows all go to another label, acq's to acq, another label and none.
     assert head_confusion([record, record], ["earn", "acq"]).tolist() == [[0, 0, 8, 0], [0, 2, 2, 2]]
+
+
+def test_the_summary_names_the_reading_the_routes_the_side_reading_and_the_labels():
+    from baldistill.report.run_summary import stage_summary
+
+    metrics = {"policy": "adaptive", "stage": "s1", "macro": 0.4, "micro": 0.7, "head": 0.5, "tail": None, "n": 4}
+    metrics |= {"balanced_macro": 0.3, "balanced_micro": 0.25, "reading": "weighted sample", "test_rows": 40}
+    metrics |= {"routes": {"answer_sentence": 3, "answer_extraction": 0, "none": 1}}
+    metrics |= {"route_accuracy": {"answer_sentence": 2 / 3, "answer_extraction": None, "none": 0.0}}
+    metrics |= {"second_pass_rows": 1, "second_pass_macro": 0.45, "second_pass_micro": 0.75}
+    ledger = {"calls_budgeted": 8, "calls_paid": 2, "prompt_tokens": 100, "completion_tokens": 50}
+    predictions = [{"gold": g, "pred": p} for g, p in [("earn", "acq"), ("earn", None), ("acq", "acq"), ("tea", "tea")]]
+    info = {"task": "classification", "labels": ["earn", "acq", "tea"], "test_counts": {"earn": 30, "acq": 5, "tea": 5}}
+    text = stage_summary(metrics, ledger, [], {}, predictions, info)
+    assert "macro 40.0  micro 70.0 (on the test split's own distribution: 4 rows weighted to the full 40)" in text
+    assert "balanced macro 30.0  micro 25.0; head 50.0  tail n/a" in text
+    assert "answers by route: answer sentence 3 (right 66.7%), none 1 (right 0.0%)" in text
+    assert "second pass (a side reading, not the score): 1 rows read by likelihood; with them macro 45.0" in text
+    assert "labels: never predicted 1 of 3 labels: earn (2) (75% of the full test split)" in text
