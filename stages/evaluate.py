@@ -12,6 +12,7 @@ from baldistill.core import layout
 from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.files import read_json
 from baldistill.core.params import load_params
+from baldistill.core.policies import policy_spec
 from baldistill.core.rows import read_rows
 from baldistill.core.step import stage_command
 from baldistill.report.evaluation_files import write_evaluation
@@ -37,6 +38,9 @@ def main(stage: str) -> None:
         str(here.adapter),
         workers,
         test_counts=info.test_counts if params.evaluate.split == "test" else None,
+        # A policy that trains nothing (zeroshot) scores the base student: the Zero-shot CoT
+        # baseline, whose method includes its answer-extraction step (as evaluate_zeroshot).
+        extraction=not policy_spec(params.policy.name).trains,
     )
     if not workers.is_main:
         return  # every process holds the same results; one writes them

@@ -167,6 +167,11 @@ def test_every_baseline_runs_through_the_same_pipeline(project, teacher, policy)
     sources = {r["source"] for r in train}
     if policy == "zeroshot":
         assert train == [] and (project / "models/s1/BASE").exists()
+        # Its stages score the base student as the Zero-shot CoT baseline does, answer extraction included.
+        start = json.loads((project / "metrics/start/metrics.json").read_text())
+        assert {k: metrics[k] for k in ("macro", "micro", "routes")} == {
+            k: start[k] for k in ("macro", "micro", "routes")
+        }
     elif policy == "random_label":
         assert ledger["calls_budgeted"] == 0 and all("rationale" not in r for r in train)
     elif policy == "duplicate":
