@@ -49,7 +49,8 @@ rules = st.builds(
 
 def quotas(counts, share, scores, rule, given=None):
     """Stage 1's quotas for policy feedback (stage 0 done, nothing used yet)."""
-    alloc = allocate_stage("feedback", counts, {}, given or {}, share, 1, 2, scores=scores, rule=rule)
+    shrunk = shrunk_scores(list(counts), scores, rule.prior_strength)
+    alloc = allocate_stage("feedback", counts, {}, given or {}, share, 1, 2, scores=shrunk, rule=rule)
     return alloc.quota
 
 
@@ -108,7 +109,9 @@ def test_one_noisy_row_moves_a_tail_domains_quota_by_a_bounded_amount(case, rule
     ]
     assume(all(n > 0 for need in needs for n in need.values()))  # a zero need sits at the floor either way
     r = max(max(needs[1][d] / needs[0][d], needs[0][d] / needs[1][d]) for d in counts)
-    target = feedback_targets(list(counts), share, scores, rule)[0][domain]
+    target = feedback_targets(list(counts), share, shrunk_scores(list(counts), scores, rule.prior_strength), rule)[
+        domain
+    ]
     moved = abs(quotas(counts, share, after, rule)[domain] - quotas(counts, share, scores, rule)[domain])
     assert moved < (r * r - 1) * target + 2
     # and, for the default prior, one row of a one-row domain moves its score by at most 1/(1 + a) plus

@@ -23,7 +23,7 @@ from fractions import Fraction
 import numpy as np
 
 from baldistill.core.errors import BaldistillError
-from baldistill.core.feedback import DomainScore, FeedbackRule, feedback_targets, weakest_first
+from baldistill.core.feedback import DomainScore, FeedbackRule, feedback_targets, shrunk_scores, weakest_first
 from baldistill.core.policies import policy_spec
 from baldistill.core.rows import head_to_tail
 
@@ -150,16 +150,17 @@ def allocate_stage(
     *,
     seed: int = 0,
     schedule: str = "zero",
-    scores: Mapping[str, DomainScore] | None = None,
+    scores: Mapping[str, Fraction] | None = None,
     rule: FeedbackRule | None = None,
 ) -> StageAllocation:
     """One stage's allocation for `policy` (its row of the policy table).
 
     counts: pool rows per domain (n_d); used: rows taken by earlier stages;
     given: quotas granted by earlier stages (only for tie-breaking fairness);
-    scores, rule: the previous student's validation scores and the feedback
-    rule, for policy feedback at stage >= 1 (without scores, as in a plan made
-    before the run, its share is left `open`: the domains are decided at run time).
+    scores, rule: the previous student's per-domain validation scores (shrunk,
+    core/feedback.py) and the feedback rule, for policy feedback at stage >= 1
+    (without scores, as in a plan made before the run, its share is left
+    `open`: the domains are decided at run time).
     """
     spec = policy_spec(policy)
     counts = {d: counts[d] for d in head_to_tail(counts)}
@@ -182,8 +183,8 @@ def allocate_stage(
         if spec.quotas == "adaptive":
             targets = adaptive_targets(counts, share, adaptive_weight(stage, stages, schedule))
         elif later_feedback:
-            targets, shrunk = feedback_targets(list(counts), share, scores, rule)
-            tie_order = weakest_first(tie_order, shrunk)
+            targets = feedback_targets(list(counts), share, scores, rule)
+            tie_order = weakest_first(tie_order, scores)
         else:
             targets = naive_targets(list(counts), share)
         quota = largest_remainder(targets, share, tie_order)
@@ -204,7 +205,7 @@ def make_plan(
     *,
     seed: int = 0,
     schedule: str = "zero",
-    scores: Mapping[str, DomainScore] | None = None,
+    scores: Mapping[str, Fraction] | None = None,
     rule: FeedbackRule | None = None,
 ) -> dict:
     """Every stage's allocation, computed without calling anything. Policy
@@ -264,7 +265,8 @@ def allocate(
 ) -> dict:
     """Stage `stage`'s allocation (the allocate step) given the previous stage's
     state; `policy` is the params.policy section; `scores` the previous
-    student's validation scores (policy feedback, stage >= 1). Chaining from the
+    student's validation results (policy feedback, stage >= 1), shrunk here by
+    policy.feedback.prior_strength. Chaining from the
     previous state makes stage k depend on stage k-1, so changing K or B re-plans."""
     check_request(counts, budget, stage_count, policy.name)
     if previous["stage"] != stage - 1:
@@ -273,6 +275,8 @@ def allocate(
         )
     if policy_spec(policy.name).scores_validation and stage > 0 and scores is None:
         raise BaldistillError(f"policy {policy.name}: stage s{stage} needs stage s{stage - 1}'s validation scores")
+    rule = FeedbackRule(policy.feedback.prior_strength, policy.feedback.floor, policy.feedback.cap)
+    shrunk = None if scores is None else shrunk_scores(list(counts), scores, rule.prior_strength)
     share = stage_shares(budget, stage_count)[stage]
     alloc = allocate_stage(
         policy.name,
@@ -284,8 +288,8 @@ def allocate(
         stage_count,
         seed=policy.seed,
         schedule=policy.adaptive_schedule,
-        scores=scores,
-        rule=FeedbackRule(policy.feedback.prior_strength, policy.feedback.floor, policy.feedback.cap),
+        scores=shrunk,
+        rule=rule,
     )
     given_after = {d: previous["given_after"].get(d, 0) + alloc.quota[d] for d in counts}
     return {

@@ -23,7 +23,7 @@ on Fractions, without I/O, and property-tested (tests/test_feedback.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
@@ -113,16 +113,15 @@ def water_fill(weights: Mapping[str, Fraction], total: int, low: Fraction, high:
 
 
 def feedback_targets(
-    domains: Sequence[str], share: int, scores: Mapping[str, DomainScore], rule: FeedbackRule
-) -> tuple[dict[str, Fraction], dict[str, Fraction]]:
-    """(targets t_d summing to `share`, shrunk scores s_d) by the rule in the module docstring."""
-    shrunk = shrunk_scores(domains, scores, rule.prior_strength)
+    domains: Sequence[str], share: int, shrunk: Mapping[str, Fraction], rule: FeedbackRule
+) -> dict[str, Fraction]:
+    """Targets t_d summing to `share` from the shrunk scores s_d (shrunk_scores),
+    by the rule in the module docstring."""
     equal = Fraction(share, len(domains))
-    need = {d: 1 - s for d, s in shrunk.items()}
-    if not any(need.values()):  # a perfect student everywhere (or no evidence): nothing to prefer
+    need = {d: 1 - shrunk[d] for d in domains}
+    if not any(need.values()):  # a perfect student everywhere: nothing to prefer
         need = dict.fromkeys(domains, Fraction(1))
-    targets = water_fill(need, share, _exact(rule.floor) * equal, _exact(rule.cap) * equal)
-    return targets, shrunk
+    return water_fill(need, share, _exact(rule.floor) * equal, _exact(rule.cap) * equal)
 
 
 def weakest_first(tie_order: Sequence[str], shrunk: Mapping[str, Fraction]) -> list[str]:
@@ -130,6 +129,33 @@ def weakest_first(tie_order: Sequence[str], shrunk: Mapping[str, Fraction]) -> l
     (so a weaker domain never gets fewer calls), then `tie_order`; with equal
     scores it is `tie_order` itself (a stable sort)."""
     return sorted(tie_order, key=lambda d: shrunk[d])
+
+
+def tally(domains: Sequence[str], scored: Iterable[tuple[str, float]]) -> dict[str, DomainScore]:
+    """Per domain, the summed row scores and the row count of (domain, row score) pairs."""
+    correct, total = dict.fromkeys(domains, 0.0), dict.fromkeys(domains, 0)
+    for domain, score in scored:
+        correct[domain] = correct.get(domain, 0.0) + score
+        total[domain] = total.get(domain, 0) + 1
+    return {d: DomainScore(round(correct[d], 6), total[d]) for d in total}
+
+
+def scores_record(stage: str, student: str, scores: Mapping[str, DomainScore] | None, rows: Mapping[str, int]) -> dict:
+    """score_validation's file: `scores` per domain, or (None: not needed) the
+    validation rows per domain only."""
+    if scores is None:
+        domains = {d: {"total": n} for d, n in rows.items()}
+        why = "only policy feedback, from stage s1 on, allocates by validation scores"
+        return {"stage": stage, "student": student, "scored": False, "why": why, "domains": domains}
+    domains = {d: {"correct": s.correct, "total": s.total} for d, s in scores.items()}
+    pooled = pooled_score(scores)
+    return {
+        "stage": stage,
+        "student": student,
+        "scored": True,
+        "pooled": None if pooled is None else round(float(pooled), 6),
+        "domains": domains,
+    }
 
 
 def read_scores(raw: Mapping, where: str) -> dict[str, DomainScore]:
