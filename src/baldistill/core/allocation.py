@@ -266,8 +266,8 @@ def allocate(
     """Stage `stage`'s allocation (the allocate step) given the previous stage's
     state; `policy` is the params.policy section; `scores` the previous
     student's validation results (policy feedback, stage >= 1), shrunk here by
-    policy.feedback.prior_strength. Chaining from the
-    previous state makes stage k depend on stage k-1, so changing K or B re-plans."""
+    policy.feedback.prior_strength. Chaining from the previous state makes
+    stage k depend on stage k-1, so changing K or B re-plans."""
     check_request(counts, budget, stage_count, policy.name)
     if previous["stage"] != stage - 1:
         raise BaldistillError(
