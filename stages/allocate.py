@@ -1,9 +1,11 @@
-"""allocate STAGE PREVIOUS: this stage's per-domain quotas, head and tail."""
+"""allocate STAGE PREVIOUS: this stage's per-domain quotas, head and tail
+(policy feedback: from the previous student's validation scores)."""
 
 import sys
 
 from baldistill.core import layout
 from baldistill.core.allocation import allocate
+from baldistill.core.feedback import read_scores
 from baldistill.core.files import read_json, write_json
 from baldistill.core.params import load_params, stage_index
 from baldistill.core.step import stage_command
@@ -12,10 +14,13 @@ from baldistill.core.step import stage_command
 @stage_command("stage", "previous")
 def main(stage: str, previous: str) -> None:
     params = load_params()
+    here = layout.StagePaths(stage)
     counts = read_json(layout.COUNTS)
     state = read_json(layout.StagePaths(previous).allocation)
-    result = allocate(params.budget.total, params.policy, params.K, counts, state, stage_index(stage))
-    write_json(layout.StagePaths(stage).allocation, result)
+    validation = read_json(here.validation_scores)
+    scores = read_scores(validation["domains"], str(here.validation_scores)) if validation["scored"] else None
+    result = allocate(params.budget.total, params.policy, params.K, counts, state, stage_index(stage), scores)
+    write_json(here.allocation, result)
     print(
         f"{stage}: {result['teacher_calls']} teacher calls, {len(result['head'])} head and "
         f"{len(result['tail'])} tail domains, {sum(result['synthetic'].values())} rows to synthesize",

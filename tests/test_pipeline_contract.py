@@ -59,7 +59,7 @@ def test_the_pipeline_unrolls_every_step_for_every_stage(stages):
     k = len({s.name.split("@")[1] for s in stages if "@" in s.name})
     steps = {s.step for s in stages}
     once = {"prepare", "evaluate_zeroshot"}
-    assert steps == once | {"allocate", "select", "synthesize", "annotate", "train", "evaluate"}
+    assert steps == once | {"score_validation", "allocate", "select", "synthesize", "annotate", "train", "evaluate"}
     assert len(stages) == len(once) + (len(steps) - len(once)) * k
 
 

@@ -16,6 +16,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from baldistill.cli import seeded_draw
 from baldistill.core import assets
 from baldistill.core.allocation import allocate, make_plan, start_state
 from baldistill.core.dataset_info import DatasetInfo
@@ -23,7 +24,8 @@ from baldistill.core.errors import BaldistillError
 from baldistill.core.files import write_json
 from baldistill.core.params import Params
 from baldistill.core.rows import Row, domain_counts, write_rows
-from baldistill.core.spend_plan import (
+from baldistill.plan.costs import CostSettings, plan_costs
+from baldistill.plan.spend import (
     NO_COST,
     Cached,
     Price,
@@ -46,7 +48,6 @@ from baldistill.student.selection import select
 from baldistill.teacher.annotation import annotate, annotation_request
 from baldistill.teacher.cache import RequestCache, request_key
 from baldistill.teacher.client import Response
-from baldistill.teacher.plan_costs import plan_costs
 from baldistill.teacher.synthesis import synthesize
 from baldistill.teacher.tokens import PER_MESSAGE, PER_REPLY, ApproxCounter, GgufCounter, approx_tokens
 from baldistill.teacher.usage import Usage
@@ -249,6 +250,13 @@ def params_for(**teacher) -> Params:
     return Params.model_validate({"budget": {"total": 30}, "stages": {"s0": "start", "s1": "s0"}, "teacher": teacher})
 
 
+def costs(plan, pool, params, counter, cache):
+    """plan_costs with the sections it reads, as cli.py passes them."""
+    settings = CostSettings(params.teacher, params.data.max_input_chars, params.policy.seed)
+    draw = seeded_draw(params.select, params.student, params.policy.seed)
+    return plan_costs(plan, pool, settings, INFO, counter, cache, draw)
+
+
 class Recorder:
     """A client that records the requests a step sends and answers nothing useful."""
 
@@ -268,7 +276,7 @@ def test_plan_counts_the_requests_the_steps_send(tmp_path):
     plan = make_plan(domain_counts(pool), 30, 2, "naive")
     s0 = plan["per_stage"][0]
     assert s0["tail"] == ["tea", "platinum"] and s0["synthetic"]["platinum"] > 0
-    cost = plan_costs(plan, pool, params, INFO, counter, RequestCache(tmp_path / "cache"))
+    cost = costs(plan, pool, params, counter, RequestCache(tmp_path / "cache"))
     synth = Recorder()
     synthesize(pool, {d: n for d, n in s0["synthetic"].items() if n}, 0, params.teacher, 0, 600, INFO, synth)
     sent = sum(counter.count(r.messages) for r in synth.requests)
@@ -314,7 +322,7 @@ def test_what_the_cache_answers_is_not_to_pay(tmp_path):
         cache.put(request_key(material), material, {"content": "", "completion_tokens": 20, "prompt_tokens": 9})
     cache.close()
 
-    cost = plan_costs(plan, pool, params, INFO, ApproxCounter(), RequestCache(tmp_path / "cache"))
+    cost = costs(plan, pool, params, ApproxCounter(), RequestCache(tmp_path / "cache"))
     synth0, annotate0 = cost["per_stage"][0]["synthesize"], cost["per_stage"][0]["annotate"]
     n = len(synth.requests)
     assert synth0["cached_calls"] == {"min": n, "max": n, "expected": n} and synth0["to_pay"]["calls"]["max"] == 0
@@ -365,7 +373,7 @@ def test_rows_drawn_without_ifd_are_planned_exactly(tmp_path, policy):
     cache.close()
 
     plan = make_plan(domain_counts(pool), 30, 2, policy, seed=3)
-    cost = plan_costs(plan, pool, params, INFO, counter, RequestCache(tmp_path / "cache"))
+    cost = costs(plan, pool, params, counter, RequestCache(tmp_path / "cache"))
     for k, requests in enumerate(sent):
         got = cost["per_stage"][k]["annotate"]
         tokens = sum(counter.count(r.messages) for r in requests)
@@ -383,7 +391,7 @@ def test_expected_completion_comes_from_the_cache_for_this_model_and_max_tokens(
     cache.close()
     pool, params = small_pool(), params_for(max_tokens=64, synth_max_tokens=99)
     plan = make_plan(domain_counts(pool), 30, 2, "naive")
-    cost = plan_costs(plan, pool, params, INFO, ApproxCounter(), RequestCache(tmp_path / "cache"))
+    cost = costs(plan, pool, params, ApproxCounter(), RequestCache(tmp_path / "cache"))
     assert cost["expected_completion"]["annotate"]["mean"] == 30.0
     assert cost["expected_completion"]["synthesize"] == {"model": "m", "max_tokens": 99, "mean": 99.0, "responses": 1}
     annotate_calls = cost["per_stage"][1]["annotate"]["calls"]
@@ -396,7 +404,7 @@ def test_expected_completion_comes_from_the_cache_for_this_model_and_max_tokens(
 def test_no_cache_file_no_expected_value_and_none_created(tmp_path):
     pool, params = small_pool(), params_for()
     plan = make_plan(domain_counts(pool), 30, 2, "naive")
-    cost = plan_costs(plan, pool, params, INFO, ApproxCounter(), RequestCache(tmp_path / "cache"))
+    cost = costs(plan, pool, params, ApproxCounter(), RequestCache(tmp_path / "cache"))
     assert cost["total"]["completion_tokens"]["expected"] is None and cost["total"]["usd"]["sync"]["expected"] is None
     assert any("no teacher cache" in note for note in cost["notes"])
     assert not (tmp_path / "cache").exists()
@@ -405,7 +413,7 @@ def test_no_cache_file_no_expected_value_and_none_created(tmp_path):
 def test_a_policy_that_does_not_annotate_sends_no_annotate_tokens(tmp_path):
     pool, params = small_pool(), params_for()
     plan = make_plan(domain_counts(pool), 30, 2, "random_label")
-    cost = plan_costs(plan, pool, params, INFO, ApproxCounter(), RequestCache(tmp_path / "cache"))
+    cost = costs(plan, pool, params, ApproxCounter(), RequestCache(tmp_path / "cache"))
     for stage in cost["per_stage"]:
         assert stage["annotate"]["calls"] == 0 and stage["annotate"]["prompt_tokens"]["max"] == 0
     assert cost["total"]["usd"]["sync"]["max"] == 0
@@ -415,7 +423,7 @@ def test_later_synthesis_is_a_range_when_earlier_stages_wrote_rationales(tmp_pat
     """naive, stage 1: tea and platinum were annotated at stage 0, so their demonstrations may show rationales."""
     pool, params = small_pool(), params_for(max_tokens=48, demonstrations=2)
     plan = make_plan(domain_counts(pool), 30, 2, "naive")
-    cost = plan_costs(plan, pool, params, INFO, ApproxCounter(), RequestCache(tmp_path / "cache"))
+    cost = costs(plan, pool, params, ApproxCounter(), RequestCache(tmp_path / "cache"))
     s1 = cost["per_stage"][1]["synthesize"]
     calls = sum(plan["per_stage"][1]["synthetic"].values())
     assert s1["calls"] == calls > 0

@@ -15,7 +15,7 @@ from baldistill.core.allocation import (
 )
 from baldistill.core.errors import BaldistillError
 
-ALL = ("naive", "adaptive", "random", "random_label", "duplicate", "balance", "active", "zeroshot")
+ALL = ("naive", "adaptive", "feedback", "random", "random_label", "duplicate", "balance", "active", "zeroshot")
 
 
 @st.composite
@@ -58,12 +58,12 @@ def test_quotas_are_exact_non_negative_and_consistent(case, policy):
     assert plan["teacher_calls"] <= budget
 
 
-@given(long_tailed(), st.sampled_from(("naive", "adaptive", "balance", "active", "random")))
+@given(long_tailed(), st.sampled_from(("naive", "adaptive", "feedback", "balance", "active", "random")))
 @settings(max_examples=100, deadline=None)
 def test_spending_policies_use_the_whole_budget_when_the_pool_allows(case, policy):
     counts, budget, stages = case
     plan = make_plan(counts, budget, stages, policy)
-    if policy in ("naive", "adaptive", "balance") or sum(counts.values()) >= budget:
+    if policy in ("naive", "adaptive", "feedback", "balance") or sum(counts.values()) >= budget:
         assert plan["teacher_calls"] == budget
 
 
@@ -149,6 +149,15 @@ def test_active_leaves_domains_to_run_time():
     plan = make_plan({"a": 30, "b": 5}, 10, 2, "active")
     assert [r["open"] for r in plan["per_stage"]] == [5, 5]
     assert all(sum(r["quota"].values()) == 0 for r in plan["per_stage"])
+
+
+def test_feedback_plans_stage_zero_as_naive_and_leaves_later_stages_to_run_time():
+    counts = {"a": 30, "b": 5}
+    plan = make_plan(counts, 20, 2, "feedback")
+    naive = make_plan(counts, 20, 2, "naive")
+    assert plan["per_stage"][0] == naive["per_stage"][0]
+    later = plan["per_stage"][1]
+    assert later["teacher_calls"] == 10 and later["open"] == 10 and sum(later["quota"].values()) == 0
 
 
 def test_largest_remainder_breaks_ties_by_order():

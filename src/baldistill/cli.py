@@ -38,18 +38,26 @@ def main() -> None:
 @click.option("--budget", type=int, help="B: total teacher calls (default: budget.total)")
 @click.option("--stages", type=int, help="K: number of stages (default: len(stages))")
 @click.option("--policy", help="balancing policy (default: policy.name)")
+@click.option(
+    "--scores",
+    "scores_path",
+    type=click.Path(),
+    help="policy feedback: JSON {domain: validation score in [0, 1]} (or a score_validation record) "
+    "to plan its later stages' quotas with",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the machine-readable plan")
 @click.option("--no-tokens", is_flag=True, help="skip counting tokens and dollars (about 1 s per 1,000 pool rows)")
-def plan(params_path, counts_path, budget, stages, policy, as_json, no_tokens) -> None:
+def plan(params_path, counts_path, budget, stages, policy, scores_path, as_json, no_tokens) -> None:
     """Per-stage quotas, head/tail domains, rows taken and synthesized, and
     teacher calls, computed without calling anything; with the prepared pool,
     each step's prompt and completion tokens and their dollars at teacher.price."""
     from baldistill.core import layout
     from baldistill.core.allocation import make_plan
+    from baldistill.core.feedback import FeedbackRule
     from baldistill.core.params import Policy
-    from baldistill.core.plan import render_costs, render_plan
+    from baldistill.plan.render import render_costs, render_plan
 
-    seed, schedule, params = 0, Policy().adaptive_schedule, None
+    section, params = Policy(), None
     if None in (budget, stages, policy) or counts_path is None:
         from baldistill.core.params import load_params
 
@@ -57,21 +65,61 @@ def plan(params_path, counts_path, budget, stages, policy, as_json, no_tokens) -
         budget = params.budget.total if budget is None else budget
         stages = params.K if stages is None else stages
         policy = policy or params.policy.name
-        seed, schedule = params.policy.seed, params.policy.adaptive_schedule
+        section = params.policy
     counts = _read_counts(Path(counts_path) if counts_path else layout.COUNTS)
-    result = make_plan(counts, budget, stages, policy, seed=seed, schedule=schedule)
+    rule = FeedbackRule(section.feedback.prior_strength, section.feedback.floor, section.feedback.cap)
+    scores = _plan_scores(scores_path, policy, counts, rule)
+    result = make_plan(
+        counts, budget, stages, policy, seed=section.seed, schedule=section.adaptive_schedule, scores=scores, rule=rule
+    )
+    if scores is not None:
+        result["scores"] = {d: round(float(s), 6) for d, s in scores.items()}
     result["teacher_cost"] = _teacher_cost(result, counts, params, params_path, not no_tokens)
     click.echo(
         json.dumps(result) if as_json else f"{render_plan(result, counts)}\n\n{render_costs(result['teacher_cost'])}"
     )
 
 
+def _plan_scores(path: str | None, policy: str, counts: dict[str, int], rule):
+    """The --scores a feedback plan's later stages use (None without the option)."""
+    if path is None:
+        return None
+    from baldistill.core.policies import policy_spec
+    from baldistill.plan.scores import plan_scores
+
+    if not policy_spec(policy).scores_validation:
+        raise BaldistillError(f"--scores: policy {policy} allocates without validation scores (feedback reads them)")
+    return plan_scores(Path(path), list(counts), rule.prior_strength)
+
+
 def _teacher_cost(plan: dict, counts: dict[str, int], params, params_path: str, count: bool) -> dict:
     if not count:
         return {"available": False, "reason": "--no-tokens was given"}
-    from baldistill.teacher.plan_costs import forecast
+    from baldistill.plan.costs import CostSettings, forecast, prepared_pool, unavailable
 
-    return forecast(plan, counts, params, params_path)
+    pool = prepared_pool(counts)
+    if isinstance(pool, str):
+        return unavailable(pool)
+    if params is None:
+        if not Path(params_path).exists():
+            return unavailable(f"{params_path}: file not found; tokens and dollars need the teacher's settings")
+        from baldistill.core.params import load_params
+
+        params = load_params(params_path)
+    settings = CostSettings(params.teacher, params.data.max_input_chars, params.policy.seed)
+    return forecast(plan, pool, settings, seeded_draw(params.select, params.student, params.policy.seed))
+
+
+def seeded_draw(select_cfg, student, seed: int):
+    """The plan's RowDraw (plan.costs): the select step's own rows for a policy
+    that draws them without IFD, seeded as in a run (no student is loaded then)."""
+
+    def draw(pool, allocation, taken, stage, task):
+        from baldistill.student.selection import select  # its student imports are slow; only this needs it
+
+        return select(pool, allocation, taken, stage, select_cfg, student, seed, task, None)[0]
+
+    return draw
 
 
 def _read_counts(path: Path) -> dict[str, int]:

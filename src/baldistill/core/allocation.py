@@ -27,6 +27,7 @@ from fractions import Fraction
 import numpy as np
 
 from baldistill.core.errors import BaldistillError
+from baldistill.core.feedback import DomainScore, FeedbackRule, feedback_targets, shrunk_scores, weakest_first
 from baldistill.core.policies import policy_spec
 from baldistill.core.rows import head_to_tail
 
@@ -153,20 +154,27 @@ def allocate_stage(
     *,
     seed: int = 0,
     schedule: str = "zero",
+    scores: Mapping[str, Fraction] | None = None,
+    rule: FeedbackRule | None = None,
 ) -> StageAllocation:
     """One stage's allocation for `policy` (its row of the policy table).
 
     counts: pool rows per domain (n_d); used: rows taken by earlier stages;
-    given: quotas granted by earlier stages (only for tie-breaking fairness).
+    given: quotas granted by earlier stages (only for tie-breaking fairness);
+    scores, rule: the previous student's per-domain validation scores (shrunk,
+    core/feedback.py) and the feedback rule, for policy feedback at stage >= 1
+    (without scores, as in a plan made before the run, its share is left
+    `open`: the domains are decided at run time).
     """
     spec = policy_spec(policy)
     counts = {d: counts[d] for d in head_to_tail(counts)}
     unused = {d: counts[d] - used.get(d, 0) for d in counts}
     zeros = dict.fromkeys(counts, 0)
-    if spec.quotas in ("none", "open"):
+    later_feedback = spec.quotas == "feedback" and stage > 0
+    if spec.quotas in ("none", "open") or (later_feedback and scores is None):
         open_rows = 0 if spec.quotas == "none" else min(share, sum(unused.values()))
-        head = [d for d in counts if unused[d] > 0] if open_rows else []
-        calls = open_rows if spec.annotates else 0
+        head = [d for d in counts if unused[d] > 0] if open_rows and spec.quotas == "open" else []
+        calls = share if later_feedback else open_rows if spec.annotates else 0
         return StageAllocation(
             stage, dict(zeros), dict(zeros), dict(zeros), dict(zeros), head, [], open_rows, calls, dict(used)
         )
@@ -175,11 +183,15 @@ def allocate_stage(
         real, missing = dict(quota), dict(zeros)
         head, tail = [d for d in counts if quota[d] > 0], []
     else:
+        tie_order = _tie_order(counts, given)
         if spec.quotas == "adaptive":
             targets = adaptive_targets(counts, share, adaptive_weight(stage, stages, schedule))
+        elif later_feedback:
+            targets = feedback_targets(list(counts), share, scores, rule)
+            tie_order = weakest_first(tie_order, scores)
         else:
             targets = naive_targets(list(counts), share)
-        quota = largest_remainder(targets, share, _tie_order(counts, given))
+        quota = largest_remainder(targets, share, tie_order)
         real, missing, head, tail = split_by_pool(quota, unused)
     synthetic = missing if spec.synthesizes else dict(zeros)
     # Duplicates reuse the rationale of the row they copy: no new call.
@@ -197,8 +209,12 @@ def make_plan(
     *,
     seed: int = 0,
     schedule: str = "zero",
+    scores: Mapping[str, Fraction] | None = None,
+    rule: FeedbackRule | None = None,
 ) -> dict:
-    """Every stage's allocation, computed without calling anything.
+    """Every stage's allocation, computed without calling anything. Policy
+    feedback's stages k >= 1 use `scores` as every earlier student's (the plan
+    cannot know them), or are left open without them.
 
     Raises BaldistillError for impossible requests (empty pool, K < 1,
     a budget smaller than the number of domains, an unknown policy).
@@ -208,7 +224,9 @@ def make_plan(
     given: dict[str, int] = {}
     per_stage = []
     for k, share in enumerate(stage_shares(budget, stages)):
-        alloc = allocate_stage(policy, counts, used, given, share, k, stages, seed=seed, schedule=schedule)
+        alloc = allocate_stage(
+            policy, counts, used, given, share, k, stages, seed=seed, schedule=schedule, scores=scores, rule=rule
+        )
         used = alloc.used_after
         given = {d: given.get(d, 0) + alloc.quota[d] for d in counts}
         per_stage.append(alloc.to_dict())
@@ -240,15 +258,29 @@ def start_state(counts: Mapping[str, int]) -> dict:
     return {"stage": -1, "used_after": dict(zeros), "given_after": dict(zeros)}
 
 
-def allocate(budget: int, policy, stage_count: int, counts: Mapping[str, int], previous: dict, stage: int) -> dict:
+def allocate(
+    budget: int,
+    policy,
+    stage_count: int,
+    counts: Mapping[str, int],
+    previous: dict,
+    stage: int,
+    scores: Mapping[str, DomainScore] | None = None,
+) -> dict:
     """Stage `stage`'s allocation (the allocate step) given the previous stage's
-    state; `policy` is the params.policy section. Chaining from the previous
-    state makes stage k depend on stage k-1, so changing K or B re-plans."""
+    state; `policy` is the params.policy section; `scores` the previous
+    student's validation results (policy feedback, stage >= 1), shrunk here by
+    policy.feedback.prior_strength. Chaining from the previous state makes
+    stage k depend on stage k-1, so changing K or B re-plans."""
     check_request(counts, budget, stage_count, policy.name)
     if previous["stage"] != stage - 1:
         raise BaldistillError(
             f"stage s{stage} must follow stage {stage - 1}, got the state of stage {previous['stage']}"
         )
+    if policy_spec(policy.name).scores_validation and stage > 0 and scores is None:
+        raise BaldistillError(f"policy {policy.name}: stage s{stage} needs stage s{stage - 1}'s validation scores")
+    rule = FeedbackRule(policy.feedback.prior_strength, policy.feedback.floor, policy.feedback.cap)
+    shrunk = None if scores is None else shrunk_scores(list(counts), scores, rule.prior_strength)
     share = stage_shares(budget, stage_count)[stage]
     alloc = allocate_stage(
         policy.name,
@@ -260,6 +292,8 @@ def allocate(budget: int, policy, stage_count: int, counts: Mapping[str, int], p
         stage_count,
         seed=policy.seed,
         schedule=policy.adaptive_schedule,
+        scores=shrunk,
+        rule=rule,
     )
     given_after = {d: previous["given_after"].get(d, 0) + alloc.quota[d] for d in counts}
     return {

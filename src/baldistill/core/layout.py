@@ -36,6 +36,11 @@ class StagePaths:
         return self.dir / "allocation.json"
 
     @property
+    def validation_scores(self) -> Path:
+        """The previous stage's student scored per domain on the validation rows (policy feedback)."""
+        return self.dir / "validation_scores.json"
+
+    @property
     def selected(self) -> Path:
         return self.dir / "selected.jsonl"
 

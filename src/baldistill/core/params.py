@@ -80,11 +80,23 @@ class Budget(_Section):
     max_usd: float | None = Field(default=None, ge=0)
 
 
+class Feedback(_Section):
+    """Policy feedback's rule (core/feedback.py, docs/policies.md)."""
+
+    # a: pseudo-rows at the pooled validation score added to each domain; a tail
+    # domain's 1-4 rows then move its score by at most 1/(n + a) each.
+    prior_strength: float = Field(default=4.0, ge=0)
+    # The least and the most a domain gets, in units of the equal share B/(K l).
+    floor: float = Field(default=0.5, ge=0, le=1)
+    cap: float = Field(default=3.0, ge=1)
+
+
 class Policy(_Section):
     name: Literal[POLICY_NAMES] = "adaptive"
     seed: int = 0
     # Which stage index i the adaptive formula sees at stage k of K (see docs/policies.md).
     adaptive_schedule: Literal["zero", "spread", "one"] = "zero"
+    feedback: Feedback = Feedback()
 
 
 class Price(_Section):

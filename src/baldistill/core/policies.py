@@ -11,7 +11,7 @@ from typing import Literal
 
 from baldistill.core.errors import BaldistillError
 
-Quotas = Literal["adaptive", "naive", "random", "open", "none"]
+Quotas = Literal["adaptive", "naive", "feedback", "random", "open", "none"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class PolicySpec:
 
     quotas: how the share becomes per-domain quotas. "adaptive" and "naive"
     are Section 3.3's formulas (then split into head rows and tail rows);
+    "feedback" is naive at stage 0, then follows the previous student's
+    validation scores (core/feedback.py), split the same way;
     "random" draws rows uniformly from the unused pool; "open" leaves the
     domains to selection (pool-wide IFD picks); "none" takes nothing.
     """
@@ -33,10 +35,16 @@ class PolicySpec:
     duplicates: bool  # a tail domain's missing rows are copies of its earlier rows (no call)
     trains: bool  # a LoRA is fine-tuned on the gathered rows, else the base student is scored
 
+    @property
+    def scores_validation(self) -> bool:
+        """Whether stage k >= 1 needs the previous student's validation scores."""
+        return self.quotas == "feedback"
+
 
 _TABLE = (
     PolicySpec("adaptive", "BalDistill (A)", "adaptive", True, True, True, False, True),
     PolicySpec("naive", "BalDistill (N)", "naive", True, True, True, False, True),
+    PolicySpec("feedback", "Feedback (ours)", "feedback", True, True, True, False, True),
     PolicySpec("balance", "Balance Finetune-CoT", "naive", False, True, True, False, True),
     PolicySpec("duplicate", "Duplicate Finetune-CoT", "naive", False, True, False, True, True),
     PolicySpec("random", "Random Finetune-CoT", "random", False, True, False, False, True),

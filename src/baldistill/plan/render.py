@@ -1,8 +1,11 @@
-"""`baldistill plan`: what a run will spend, before any money is spent."""
+"""`baldistill plan` for a reader: each stage's quotas, head and tail, then the
+teacher's tokens and dollars per stage and step."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from baldistill.core.policies import policy_spec
 
 
 def render_plan(plan: dict, counts: Mapping[str, int]) -> str:
@@ -17,7 +20,7 @@ def render_plan(plan: dict, counts: Mapping[str, int]) -> str:
             f"stage {alloc['stage']}: {alloc['teacher_calls']} teacher calls, "
             f"{sum(alloc['real'].values())} pool rows taken, {sum(alloc['synthetic'].values())} synthesized"
             + (f", {sum(alloc['duplicated'].values())} duplicated" if any(alloc["duplicated"].values()) else "")
-            + (f", {alloc['open']} picked by IFD over the whole pool" if alloc["open"] else "")
+            + (f", {_open(plan['policy'], alloc)}" if alloc["open"] else "")
         )
         lines.append(f"  head ({len(alloc['head'])}): {', '.join(alloc['head']) or '-'}")
         lines.append(f"  tail ({len(alloc['tail'])}): {', '.join(alloc['tail']) or '-'}")
@@ -30,6 +33,15 @@ def render_plan(plan: dict, counts: Mapping[str, int]) -> str:
                     f"  {alloc['synthetic'][d]:>5}"
                 )
     return "\n".join(lines)
+
+
+def _open(policy: str, alloc: dict) -> str:
+    if policy_spec(policy).scores_validation:
+        return (
+            f"their domains decided at run time by stage {alloc['stage'] - 1}'s validation scores "
+            "(give --scores to plan them)"
+        )
+    return f"{alloc['open']} picked by IFD over the whole pool"
 
 
 _COLUMNS = (
