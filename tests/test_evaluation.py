@@ -91,7 +91,7 @@ def test_evaluate_scores_what_the_student_says(tiny_student_dir):
     ]
     seen = {}
 
-    def scripted(model, tokenizer, prompts, max_new_tokens, batch_size, workers=None):
+    def scripted(model, tokenizer, prompts, max_new_tokens, batch_size, workers=None, batch_tokens=None):
         seen.update(prompts=prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         return outputs
 
