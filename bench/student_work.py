@@ -8,8 +8,9 @@ prefixed (what the label-set prompt adds, ~250 tokens). For each length:
 - selection: greedy generation with NLL (select.max_new_tokens) + the direct pass,
   i.e. ifd.score_by_generation: generated tokens/s and IFD rows/s;
 - evaluation: greedy generation of texts (evaluate.max_new_tokens): tokens/s;
-each run by the baseline (this file's modules at git revision --baseline, batch 16
-as today's params) and by this tree (the params' defaults), alternating old, new,
+each run by the baseline (generation.py and ifd.py at git revision --baseline, batch 16
+as today's params, plain nn.Linear) and by this tree (the params' defaults, the
+inference model of load_student(device=...)), alternating old, new,
 old, new... so outside load hits both alike; ratios are per repetition (median and
 range). Agreement: identical greedy outputs, IFD's largest relative difference.
 Then training tokens/s (LoRA r=8, peft default targets, micro-batch 4, a few AdamW
@@ -39,6 +40,7 @@ from baldistill.core.params import Evaluate, Select, Student
 from baldistill.data.datasets import load_r52, truncate_input
 from baldistill.prompts import load_prompts
 from baldistill.student import generation, ifd
+from baldistill.student.device import student_device
 from baldistill.student.encoding import build_prompt, encode_prompt
 from baldistill.student.model import load_student
 
@@ -159,7 +161,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     old_gen, old_ifd = baseline_modules(args.baseline)
     student, sel, ev = Student(), Select(), Evaluate()
-    model, tokenizer = load_student(student.model)
+    device = student_device()
+    model, tokenizer = load_student(student.model)  # today's: plain nn.Linear
+    model.to(device)
+    packed, _ = load_student(student.model, device=device)  # this tree's inference model
     loaded = load_r52()
     rows = random.Random(0).sample(loaded.train, args.rows)
     labels = sorted({r.label for r in loaded.train})
@@ -170,7 +175,7 @@ def main() -> None:
         "labels": [build_prompt(tokenizer, labelled(base, labels), x, student.max_input_tokens) for x in inputs],
     }
     body, head = model_weights(model)
-    generation.generate(model, tokenizer, prompt_sets["today"][:2], 4, 2, progress=False)  # one-time kernel setup
+    generation.generate(packed, tokenizer, prompt_sets["today"][:2], 4, 2, progress=False)  # one-time kernel setup
     old_gen.generate(model, tokenizer, prompt_sets["today"][:2], 4, 2, progress=False)
 
     def select_old(ps):
@@ -181,7 +186,7 @@ def main() -> None:
 
     def select_new(ps):
         return ifd.score_by_generation(
-            model, tokenizer, ps, sel.max_new_tokens, sel.batch_size, batch_tokens=sel.batch_tokens, progress=False
+            packed, tokenizer, ps, sel.max_new_tokens, sel.batch_size, batch_tokens=sel.batch_tokens, progress=False
         )
 
     def evaluate_old(ps):
@@ -189,7 +194,7 @@ def main() -> None:
 
     def evaluate_new(ps):
         return generation.generate(
-            model, tokenizer, ps, ev.max_new_tokens, ev.batch_size, batch_tokens=ev.batch_tokens, progress=False
+            packed, tokenizer, ps, ev.max_new_tokens, ev.batch_size, batch_tokens=ev.batch_tokens, progress=False
         )
 
     work = {"select": (select_old, select_new), "evaluate": (evaluate_old, evaluate_new)}

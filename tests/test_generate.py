@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import itertools
 
 import torch
@@ -15,6 +16,7 @@ from baldistill.student.generation import (
     stop_token_ids,
     token_batches,
 )
+from baldistill.student.model import pack_linears
 
 
 def test_left_pad_right_aligns_rows():
@@ -112,3 +114,17 @@ def test_generate_texts_is_the_text_of_generate(eos_student):
     texts = generate_texts(model, tokenizer, prompts[:3], max_new, batch_size=2)
     assert texts == [g.text for g in generate(model, tokenizer, prompts[:3], max_new, 2, progress=False)]
     assert generate(model, tokenizer, prompts[:2], max_new, 2, progress=False)[0].nll is None
+
+
+def test_prepacked_linears_generate_the_same(eos_student):
+    """The CPU inference model (linear layers prepacked for oneDNN) decodes the same tokens
+    with the same NLLs as plain nn.Linear."""
+    model, tokenizer, prompts, max_new, _ = eos_student
+    plain = generate(model, tokenizer, prompts, max_new, 4, with_nll=True, progress=False)
+    packed = copy.deepcopy(model)
+    assert pack_linears(packed) == 2 * 7 + 1  # q k v o gate up down per layer, and the lm_head
+    assert not any(type(m) is torch.nn.Linear for m in packed.modules())
+    got = generate(packed, tokenizer, prompts, max_new, 4, with_nll=True, progress=False)
+    assert [g.token_ids for g in got] == [g.token_ids for g in plain]
+    for a, b in zip(got, plain):
+        assert torch.allclose(torch.tensor(a.nll), torch.tensor(b.nll), rtol=1e-4, atol=1e-5)
