@@ -79,6 +79,16 @@ def server_command(
     ]
 
 
+def server_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: `env` as given, or ours with OMP_WAIT_POLICY=PASSIVE unless
+    it is set. llama.cpp's OpenMP threads otherwise spin while they wait, and beside any
+    other CPU work the teacher ran 6x slower (43.5 against 7.0 s per annotation call on
+    a shared machine; docs/benchmarks.md, "The local teacher's options")."""
+    if env is not None:
+        return dict(env)
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "PASSIVE"}
+
+
 @contextmanager
 def local_server(
     model_path: Path,
@@ -93,7 +103,7 @@ def local_server(
 ) -> Iterator[str]:
     """Run llama_cpp.server on a free loopback port; yield its /v1 base URL.
     `on_log` gets a reader of the server's log (see teacher_endpoint); `extra_args`
-    go on its command line and `env` replaces its environment (None: ours)."""
+    go on its command line and `env` replaces its environment (`server_env`)."""
     _require_llama_cpp()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -103,7 +113,7 @@ def local_server(
     ):
         process = subprocess.Popen(
             server_command(model_path, alias, port, threads, ctx, extra_args),
-            env=None if env is None else dict(env),
+            env=server_env(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
