@@ -94,7 +94,7 @@ OUTPUTS = [
 
 
 def scripted(seen: dict):
-    def generate(model, tokenizer, prompts, max_new_tokens, batch_size, workers=None):
+    def generate(model, tokenizer, prompts, max_new_tokens, batch_size, workers=None, batch_tokens=None):
         seen.update(prompts=prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         return OUTPUTS if max_new_tokens == 6 else [" earn."] * len(prompts)
 

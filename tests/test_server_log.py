@@ -1,6 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
+from baldistill.teacher.server import server_env
 from baldistill.teacher.server_log import throughput
 
 LOG = """llama_perf_context_print:        load time =       0.22 ms
@@ -57,3 +58,13 @@ def test_the_ledger_sums_server_time_over_steps_and_stages():
     assert twice["calls_paid"] == 4 and twice["rows_synthesized"] == 3
     assert twice["server_generated_tokens"] == 28
     assert twice["generation_tokens_per_s"] == once["generation_tokens_per_s"] == round(14 / 30.86633, 2)
+
+
+def test_the_local_server_waits_passively_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("SOME_SETTING", "kept")
+    env = server_env()
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["SOME_SETTING"] == "kept"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice wins
+    assert server_env()["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert server_env({"A": "1"}) == {"A": "1"}  # an explicit environment is taken as given

@@ -175,7 +175,10 @@ class Select(_Section):
     # Candidates scored per selected row (null = every unused row of the domain).
     # c candidates put the top pick at the c/(c+1) IFD percentile on average: 6 -> 86%.
     candidates_per_row: int | None = Field(default=6, ge=1)
-    batch_size: int = Field(default=16, ge=1)
+    # A generation batch: at most batch_size rows and batch_tokens padded tokens (rows x (longest
+    # prompt + max_new_tokens); null = rows only). Big batches of short rows: docs/benchmarks.md.
+    batch_size: int = Field(default=64, ge=1)
+    batch_tokens: int | None = Field(default=16384, ge=1)
     max_new_tokens: int = Field(default=48, ge=1)
     drop_ifd_ge_1: bool = True
 
@@ -186,7 +189,8 @@ class Evaluate(_Section):
     split: Literal["test", "validation"] = "test"
     # The command that runs stages/evaluate.py and stages/evaluate_zeroshot.py (see select.launch).
     launch: str = "python"
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=64, ge=1)  # rows and padded tokens per batch, as select's
+    batch_tokens: int | None = Field(default=16384, ge=1)
     max_new_tokens: int = Field(default=80, ge=1)
     # A side reading for rows whose generation names no answer: the label or choice the
     # student finds most likely after its reasoning and "The answer is" (length-normalised),

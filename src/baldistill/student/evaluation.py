@@ -95,7 +95,9 @@ def evaluate(
     model, tokenizer = load_student(student.model, adapter_dir, device=student_device())
     prompts = load_prompts(task)
     texts = [build_prompt(tokenizer, prompts, row.input, student.max_input_tokens) for row in test_rows]
-    outputs = generate(model, tokenizer, texts, cfg.max_new_tokens, cfg.batch_size, workers=workers)
+    outputs = generate(
+        model, tokenizer, texts, cfg.max_new_tokens, cfg.batch_size, workers=workers, batch_tokens=cfg.batch_tokens
+    )
     answer_sets = [answer_set(task, labels, row) for row in test_rows]
     answers = read_answers(
         model,

@@ -40,8 +40,13 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from baldistill.student.generation import Generated, generate, left_pad, length_batches, pad_id_of
+from baldistill.student.generation import Generated, generate, left_pad, pad_id_of, token_batches
 from baldistill.student.parallel import ONE_PROCESS, Workers
+
+# The direct pass keeps logits for every scored token (tokens x vocab x 4 bytes, about three
+# copies in the loss): 1,024 tokens a batch is ~600 MB for SmolLM2, and the matrix products are
+# already big at that size, so larger batches would only cost memory.
+DIRECT_PASS_TOKENS = 1024
 
 # ----------------------------------------------------------------------------- pure maths
 
@@ -165,14 +170,16 @@ def sequence_nll(
     batch_size: int,
     pad_id: int,
     workers: Workers = ONE_PROCESS,
+    batch_tokens: int | None = None,
 ) -> list[list[float]]:
-    """NLL of seqs[i][starts[i]:] for every row, batched by similar length, in input order
-    (the batches shared out between `workers`)."""
+    """NLL of seqs[i][starts[i]:] for every row, batched by similar length (at most
+    batch_size rows and batch_tokens padded tokens), in input order (the batches
+    shared out between `workers`)."""
 
     def run(batch: list[int]) -> list[list[float]]:
         return _batch_nll(model, [seqs[i] for i in batch], [starts[i] for i in batch], pad_id)
 
-    batches = length_batches([len(s) for s in seqs], batch_size)
+    batches = token_batches([len(s) for s in seqs], batch_size, batch_tokens)
     return workers.map_batches(batches, run, progress=False)
 
 
@@ -234,6 +241,7 @@ def score_by_generation(
     max_new_tokens: int,
     batch_size: int,
     *,
+    batch_tokens: int | None = None,
     progress: bool = True,
     workers: Workers = ONE_PROCESS,
 ) -> tuple[list[Generated], list[IfdScore]]:
@@ -250,11 +258,13 @@ def score_by_generation(
         prompts,
         max_new_tokens,
         batch_size,
+        batch_tokens=batch_tokens,
         with_nll=True,
         progress=progress,
         desc="select: generate",
         workers=workers,
     )
     direct_seqs, direct_starts = direct_rows(tokenizer, [g.token_ids for g in generated])
-    direct = sequence_nll(model, direct_seqs, direct_starts, batch_size, pad_id_of(tokenizer), workers)
+    pad = pad_id_of(tokenizer)
+    direct = sequence_nll(model, direct_seqs, direct_starts, batch_size, pad, workers, DIRECT_PASS_TOKENS)
     return generated, [score_from_nll(g.nll or [], d) for g, d in zip(generated, direct)]

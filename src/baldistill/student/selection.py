@@ -81,7 +81,13 @@ class _Scorer:
         cfg = self.cfg
         prompts = [build_prompt(tokenizer, templates, r.input, self.student.max_input_tokens) for r in rows]
         generated, scores = score_by_generation(
-            model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, workers=self.workers
+            model,
+            tokenizer,
+            prompts,
+            cfg.max_new_tokens,
+            cfg.batch_size,
+            batch_tokens=cfg.batch_tokens,
+            workers=self.workers,
         )
         return scores, sum(len(g.token_ids) for g in generated)
 

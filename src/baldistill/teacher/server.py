@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,7 +53,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_command(model_path: Path, alias: str, port: int, threads: int, ctx: int) -> list[str]:
+def server_command(
+    model_path: Path, alias: str, port: int, threads: int, ctx: int, extra_args: Sequence[str] = ()
+) -> list[str]:
+    """The llama_cpp.server command line; `extra_args` are more of its options (e.g. --n_ubatch 256)."""
     return [
         sys.executable,
         "-m",
@@ -72,7 +75,18 @@ def server_command(model_path: Path, alias: str, port: int, threads: int, ctx: i
         str(threads),
         "--n_ctx",
         str(ctx),
+        *extra_args,
     ]
+
+
+def server_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: `env` as given, or ours with OMP_WAIT_POLICY=PASSIVE unless
+    it is set. llama.cpp's OpenMP threads otherwise spin while they wait, and beside any
+    other CPU work the teacher ran 6x slower (43.5 against 7.0 s per annotation call on
+    a shared machine; docs/benchmarks.md, "The local teacher's options")."""
+    if env is not None:
+        return dict(env)
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "PASSIVE"}
 
 
 @contextmanager
@@ -83,9 +97,13 @@ def local_server(
     ctx: int,
     startup_timeout: float,
     on_log: Callable[[Callable[[], str]], None] | None = None,
+    *,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Run llama_cpp.server on a free loopback port; yield its /v1 base URL.
-    `on_log` gets a reader of the server's log (see teacher_endpoint)."""
+    `on_log` gets a reader of the server's log (see teacher_endpoint); `extra_args`
+    go on its command line and `env` replaces its environment (`server_env`)."""
     _require_llama_cpp()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -94,7 +112,8 @@ def local_server(
         _sigterm_as_exit(),
     ):
         process = subprocess.Popen(
-            server_command(model_path, alias, port, threads, ctx),
+            server_command(model_path, alias, port, threads, ctx, extra_args),
+            env=server_env(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
