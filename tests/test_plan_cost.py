@@ -345,7 +345,7 @@ def test_rows_drawn_without_ifd_are_planned_exactly(tmp_path, policy):
     state, taken, sent = start_state(domain_counts(pool)), set(), []
     for k in range(2):
         state = allocate(30, params.policy, 2, domain_counts(pool), state, k)
-        rows, _ = select(pool, state, taken, k, params.select, params.student, 3, "classification", None)
+        rows, _ = select(pool, state, taken, k, params.select, params.student, 3, INFO, None)
         taken |= {r.id for r in rows if r.source != "duplicate"}
         annotated = Recorder()
         annotate(

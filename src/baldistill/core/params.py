@@ -116,6 +116,10 @@ class Teacher(_Section):
     demonstrations: int = Field(default=3, ge=0)
     # What to do with an annotated row whose rationale's answer disagrees with the gold label.
     on_mismatch: Literal["keep", "drop"] = "keep"
+    # Annotation prompt: true gives the teacher the gold answer (Section 3.6, prompts' `annotate`);
+    # false is Table 9 as printed for classification and MCQA, where the teacher picks the answer
+    # itself (`annotate_blind`; math and abstractive QA get the answer either way). docs/prompts.md.
+    gold_in_prompt: bool = True
     price: Price = Price()
     local: LocalServer = LocalServer()
     # sync: one chat completion per request; batch: a step's cache misses as one

@@ -71,7 +71,7 @@ def evaluate(
     the student's generations (generation.generate_texts' signature).
     """
     model, tokenizer = load_student(student.model, adapter_dir, device=student_device())
-    prompts = load_prompts(task)
+    prompts = load_prompts(task, labels)  # the student prompt lists the label set
     texts = [build_prompt(tokenizer, prompts, row.input, student.max_input_tokens) for row in test_rows]
     outputs = generate(model, tokenizer, texts, cfg.max_new_tokens, cfg.batch_size, workers=workers)
     answer_sets = [answer_set(task, labels, row) for row in test_rows]

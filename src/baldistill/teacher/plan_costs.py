@@ -1,6 +1,6 @@
 """Tokens and dollars of a plan's teacher calls, for `baldistill plan`.
 
-Each request is built with its step's own builder (`annotation_request`,
+Each request is built with its step's own builder (`annotation_requests`,
 `synthesis_calls`) from the prepared pool and counted with the teacher's
 tokenizer (tokens.py); the expected completion comes from what the teacher
 cache has seen for this model and max_tokens, and a request whose key the
@@ -36,8 +36,7 @@ from baldistill.core.spend_plan import (
     total_cost,
     unknown_cached,
 )
-from baldistill.prompts import load_prompts
-from baldistill.teacher.annotation import annotation_request
+from baldistill.teacher.annotation import annotation_requests
 from baldistill.teacher.cache import RequestCache, request_key
 from baldistill.teacher.client import Request
 from baldistill.teacher.synthesis import synthesis_calls
@@ -203,8 +202,7 @@ def annotate_requests(plan: dict, pool: Sequence[Row], params: Params, info: Dat
 
 def annotate_requests_of(rows: Sequence[Row], params: Params, info: DatasetInfo) -> list[Request]:
     """The requests the annotate step sends for `rows`."""
-    prompts, max_tokens, cut = load_prompts(info.task), params.teacher.max_tokens, params.data.max_input_chars
-    return [annotation_request(prompts, max_tokens, cut, info, row) for row in rows]
+    return annotation_requests(list(rows), params.teacher, params.data.max_input_chars, info)
 
 
 def synthesis_cost(
