@@ -20,6 +20,7 @@ Quality numbers at temperature 0 do not depend on machine load; times do.
 
     python bench/rationales.py --rows 30 --out docs/results/rationales-1.5b
     python bench/rationales.py --model-file qwen2.5-coder-0.5b --model qwen2.5-coder-0.5b-instruct --rows 30 ...
+    python bench/rationales.py --combine docs/results/prompts/*.json   # one table of earlier runs
 
 Set BALDISTILL_TEACHER_CACHE to a directory of your own: answers are cached
 there, so a re-run with the same prompts pays nothing.
@@ -39,11 +40,11 @@ import yaml
 from baldistill.core.answers import ANSWER_SENTENCE, answers_match, extract_answer, restates_label
 from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.params import load_params
-from baldistill.core.rows import Row
+from baldistill.core.rows import Row, write_rows
 from baldistill.data import datasets
 from baldistill.prompts import load_prompts
 from baldistill.student.model import load_tokenizer
-from baldistill.teacher.annotation import annotation_request, annotation_requests
+from baldistill.teacher.annotation import annotate, annotation_request, annotation_requests
 from baldistill.teacher.endpoint import open_client
 from baldistill.teacher.synthesis import parse_synthetic, synthesis_calls
 
@@ -193,6 +194,16 @@ def markdown(summaries: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combined(paths: list[Path]) -> str:
+    """One markdown table of the summaries in several OUT.json files, each row named by its teacher."""
+    summaries = []
+    for path in paths:
+        payload = json.loads(path.read_text())
+        teacher = payload["header"].split(" (", 1)[0].removeprefix("Teacher ")
+        summaries += [{**s, "setting": f"{teacher}: {s['setting']}"} for s in payload["summaries"]]
+    return markdown(summaries, "Combined from " + ", ".join(p.name for p in paths))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-file", default=None, help="teacher.local.model_file (default: params.yaml's)")
@@ -204,8 +215,15 @@ def main() -> None:
     parser.add_argument("--synth", type=int, default=0, help="synthesis calls (one per sampled row's domain)")
     parser.add_argument("--synth-max-tokens", type=int, default=None)
     parser.add_argument("--annotate-template", type=Path, help="also annotate with this YAML's `annotate` (gold given)")
-    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    parser.add_argument("--train-out", type=Path, help="write the rows as the annotate step keeps them (gold given)")
+    parser.add_argument("--out", type=Path, help="writes OUT.json and OUT.md")
+    parser.add_argument("--combine", type=Path, nargs="+", help="print one table of these OUT.json files and stop")
     args = parser.parse_args()
+    if args.combine:
+        print(combined(args.combine))
+        return
+    if args.out is None:
+        parser.error("--out is required")
     params = load_params("params.yaml")
     teacher = params.teacher
     update: dict = {}
@@ -228,6 +246,11 @@ def main() -> None:
         summaries.append(summary)
         examples[summary["setting"]] = shown
         print(json.dumps(summary), flush=True)
+    if args.train_out:  # the annotate step itself, on the answers just cached: the rows a stage would train on
+        with open_client(teacher, budget=len(rows)) as client:
+            kept, report = annotate(rows, 0, teacher, params.data.max_input_chars, info, client)
+        write_rows(args.train_out, kept)
+        print(json.dumps({k: v for k, v in report.items() if k != "teacher"}), flush=True)
     if args.annotate_template:
         summary, shown = annotate_setting(rows, teacher, params, info, tokenizer, True, args.annotate_template)
         summaries.append(summary)

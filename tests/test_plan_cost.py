@@ -498,7 +498,7 @@ def prepared(tmp_path, monkeypatch):
         "budget": {"total": 30},
         "stages": {"s0": "start", "s1": "s0"},
         "policy": {"name": "naive"},
-        "teacher": {"price": {"input_per_1m": 1.5, "output_per_1m": 6.0}},
+        "teacher": {"max_tokens": 64, "price": {"input_per_1m": 1.5, "output_per_1m": 6.0}},  # as the history below
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cache = RequestCache(tmp_path / "cache")

@@ -108,9 +108,10 @@ class Teacher(_Section):
     concurrency: int = Field(default=1, ge=1)
     timeout: float = Field(default=180.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
-    # The student keeps student.max_rationale_tokens of a rationale (answer sentence
-    # included); asking the teacher for more pays for tokens thrown away.
-    max_tokens: int = Field(default=64, ge=1)
+    # Room for a whole rationale: the default teacher's brief R52 rationales run to
+    # 77 tokens (p50) and 130 (p95), at most 147 of 52 (docs/prompts.md); a cap it
+    # reaches cuts the rationale before its answer sentence.
+    max_tokens: int = Field(default=160, ge=1)
     synth_max_tokens: int = Field(default=256, ge=1)
     synth_temperature: float = Field(default=0.9, ge=0)
     demonstrations: int = Field(default=3, ge=0)
@@ -141,7 +142,9 @@ class Lora(_Section):
 class Student(_Section):
     model: str = "smollm2-135m-instruct"
     max_input_tokens: int = Field(default=128, ge=8)
-    max_rationale_tokens: int = Field(default=64, ge=4)
+    # Rationales longer than this lose their middle (keeping the answer sentence); the
+    # default teacher's R52 training targets: p50 79, p95 137 student tokens (docs/prompts.md).
+    max_rationale_tokens: int = Field(default=144, ge=4)
     lora: Lora = Lora()
 
 
@@ -179,7 +182,8 @@ class Evaluate(_Section):
     # The command that runs stages/evaluate.py and stages/evaluate_zeroshot.py (see select.launch).
     launch: str = "python"
     batch_size: int = Field(default=16, ge=1)
-    max_new_tokens: int = Field(default=80, ge=1)
+    # More than student.max_rationale_tokens, so a trained student reaches its answer sentence.
+    max_new_tokens: int = Field(default=160, ge=1)
 
 
 class Params(_Section):

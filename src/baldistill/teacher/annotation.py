@@ -24,9 +24,9 @@ counts these as `answer_sentence_added`.
 A rationale cut by teacher.max_tokens (finish_reason "length") before its
 answer sentence is not a mismatch: the teacher was stopped, not wrong. It gets
 the answer sentence appended and is kept under either choice; the report
-counts these as `cut_at_max_tokens`. The student keeps only
-student.max_rationale_tokens of a rationale anyway (the answer sentence
-included), so asking the teacher for more than that pays for tokens thrown away.
+counts these as `cut_at_max_tokens`. teacher.max_tokens leaves room for a
+whole brief rationale (docs/prompts.md): a cap the teacher reaches pays for a
+rationale without its end.
 
 The report also counts how the teacher's answers ended (`finish_reasons`:
 "stop" is an answer that ended by itself) and the kept rationales that only
