@@ -245,7 +245,8 @@ def test_synthesize_parses_keeps_and_drops_by_reason():
         "wrong_label": 1,
     }
     assert report["per_domain"]["ship"] == {"requested": 9, "kept": 2}
-    assert report["finish_reasons"] == {"stop": 10}
+    assert report["finish_reasons"] == {"stop": 10} and report["cut_at_max_tokens"] == 0
+    assert report["answer_sentence_added"] == 1  # crude's "so crude"
     assert report["label_only"] == 3  # "Shipping is the subject." is not reasoning (core.answers.restates_label)
     assert kept["syn-s2-ship-0"].input == "Tanker rates rose as ports reopened."
     assert kept["syn-s2-crude-0"].rationale.endswith("The answer is crude.")

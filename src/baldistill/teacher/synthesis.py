@@ -22,8 +22,9 @@ cannot be parsed, whose input is no real example (a template slot such as
 `<news story>`, the prompt's own instructions, or no text of its own:
 core.synthetic_inputs) or whose answer is not valid for its domain is dropped
 and counted by reason. A dropped call still counts against the budget. The
-report also counts how the answers ended (`finish_reasons`) and the kept rows
-whose rationale only restates their label (`label_only`).
+report also counts how the answers ended (`finish_reasons`, `cut_at_max_tokens`),
+the kept rows that got the answer sentence appended (`answer_sentence_added`)
+and those whose rationale only restates their label (`label_only`).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def synthesize(
     by_domain = _by_domain(pool)
     calls = synthesis_calls(pool, quota, stage, teacher, seed, max_input_chars, info)
     responses, usage = client.run_batch([call.request for call in calls], desc=f"synthesis s{stage}")
-    rows, dropped, finish_reasons = [], {}, {}
+    rows, dropped, finish_reasons, added = [], {}, {}, 0
     for (domain, i, demos, _), response in zip(calls, responses, strict=True):
         finish = response.finish_reason or "unknown"
         finish_reasons[finish] = finish_reasons.get(finish, 0) + 1
@@ -86,8 +87,11 @@ def synthesize(
             dropped[reason] = dropped.get(reason, 0) + 1
         else:
             rows.append(row)
+            added += not ANSWER_SENTENCE.search(split_response(response.content)[1])
     report = synthesis_report(stage, quota, rows, dropped, usage)
-    report.update(finish_reasons=dict(sorted(finish_reasons.items())))
+    cut = finish_reasons.get("length", 0)
+    report.update(finish_reasons=dict(sorted(finish_reasons.items())), cut_at_max_tokens=cut)
+    report.update(answer_sentence_added=added)
     return rows, report
 
 
@@ -133,6 +137,8 @@ def synthesis_report(stage: int, quota: dict[str, int], rows: list[Row], dropped
         "kept": len(rows),
         "dropped": dict(sorted(dropped.items())),
         "finish_reasons": {},
+        "cut_at_max_tokens": 0,
+        "answer_sentence_added": 0,
         "label_only": sum(restates_label(row.rationale or "", row.label) for row in rows),
         "per_domain": per_domain,
         "teacher": usage.as_dict(),
