@@ -109,7 +109,7 @@ class Teacher(_Section):
     timeout: float = Field(default=180.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
     # Room for a whole rationale: the default teacher's brief R52 rationales run to
-    # 77 tokens (p50) and 130 (p95), at most 147 of 52 (docs/prompts.md); a cap it
+    # 68 tokens (p50) and 104 (p95), at most 119 of 30 (docs/prompts.md); a cap it
     # reaches cuts the rationale before its answer sentence.
     max_tokens: int = Field(default=160, ge=1)
     synth_max_tokens: int = Field(default=256, ge=1)
@@ -143,7 +143,7 @@ class Student(_Section):
     model: str = "smollm2-135m-instruct"
     max_input_tokens: int = Field(default=128, ge=8)
     # Rationales longer than this lose their middle (keeping the answer sentence); the
-    # default teacher's R52 training targets: p50 79, p95 137 student tokens (docs/prompts.md).
+    # default teacher's R52 training targets: p95 108-137 student tokens (docs/prompts.md).
     max_rationale_tokens: int = Field(default=144, ge=4)
     lora: Lora = Lora()
 
