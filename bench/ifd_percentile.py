@@ -87,7 +87,8 @@ def main() -> None:
     pool = read_rows(layout.POOL)
     rng = random.Random(args.seed)
     model, tokenizer = load_student(params.student.model, args.adapter)
-    templates = load_prompts(DatasetInfo.load(layout.INFO).task)
+    info = DatasetInfo.load(layout.INFO)
+    templates = load_prompts(info.task, info.labels)
     lengths = [cfg.max_new_tokens, *args.short]
     header = ["domain", "rows", "tokens", "c", "measured", "estimate", "spearman", "seconds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

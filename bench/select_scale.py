@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from student_common import R52_LIKE, command, machine, parser, timer
+from student_common import R52_LABELS, R52_LIKE, command, machine, parser, timer
 
 from baldistill.core.files import write_json
 from baldistill.core.rows import Row, read_rows, write_rows
@@ -117,7 +117,7 @@ def floor_seconds(args, rows: list[Row], threads: int) -> float:
     """Bare batched generation plus one batched pass over the rationales alone (bench/ifd.py's floor)."""
     torch.set_num_threads(threads)
     model, tokenizer = load_student(args.model)
-    templates = load_prompts("classification")
+    templates = load_prompts("classification", R52_LABELS)
     prompts = [build_prompt(tokenizer, templates, r.input, args.max_input_tokens) for r in rows]
     generate(model, tokenizer, prompts[:2], 4, 2, progress=False)  # warm-up: one-time kernel setup
     t: dict[str, float] = {}

@@ -20,6 +20,14 @@ from baldistill.prompts import load_prompts
 from baldistill.student.encoding import build_prompt
 from baldistill.student.model import load_student
 
+# R52's 52 topics as Table 9 (a) of the paper lists them: the label set the student prompt shows.
+R52_LABELS = (
+    "copper, livestock, gold, money-fx, tea, ipi, trade, cocoa, iron-steel, reserves, zinc, nickel, ship, cotton, "
+    "platinum, alum, strategic-metal, instal-debt, lead, housing, gnp, sugar, rubber, dlr, tin, interest, income, "
+    "crude, coffee, jobs, meal-feed, lei, lumber, gas, nat-gas, veg-oil, orange, heat, wpi, cpi, earn, jet, potato, "
+    "bop, money-supply, carcass, acq, pet-chem, grain, fuel, retail, cpu"
+).split(", ")
+
 R52_LIKE = [
     (
         "earn",
@@ -101,7 +109,7 @@ def parser(description: str, repeat: int = 3) -> argparse.ArgumentParser:
 def setup(args: argparse.Namespace):
     """(model, tokenizer, prompts) for the first --rows R52-like rows (cycled)."""
     model, tokenizer = load_student(args.model)
-    templates = load_prompts("classification")
+    templates = load_prompts("classification", R52_LABELS)
     inputs = [R52_LIKE[i % len(R52_LIKE)][1] for i in range(args.rows)]
     prompts = [build_prompt(tokenizer, templates, x, args.max_input_tokens) for x in inputs]
     return model, tokenizer, prompts

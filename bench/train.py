@@ -41,6 +41,9 @@ def synthetic_rows(n: int):
 
 def run_one(micro: int, steps: int, model: str) -> dict:
     """Train `steps` optimiser steps of one micro-batch each (no accumulation)."""
+    from student_common import R52_LABELS
+
+    from baldistill.core.dataset_info import DatasetInfo
     from baldistill.core.params import Params
     from baldistill.student.training import train
 
@@ -54,7 +57,12 @@ def run_one(micro: int, steps: int, model: str) -> dict:
     )
     with tempfile.TemporaryDirectory() as tmp:
         summary = train(
-            synthetic_rows(micro * steps), params.train, params.student, "classification", f"{tmp}/a", f"{tmp}/log.csv"
+            synthetic_rows(micro * steps),
+            params.train,
+            params.student,
+            DatasetInfo("R52", "classification", R52_LABELS),
+            f"{tmp}/a",
+            f"{tmp}/log.csv",
         )
     summary["seq_tokens"] = summary["tokens"] // (micro * steps)
     return summary

@@ -74,7 +74,7 @@ def run(train_path: str, settings: list[dict], zero_shot: bool) -> list[dict]:
     from baldistill.student.training import train
 
     params = load_params()
-    task = DatasetInfo.load(layout.INFO).task
+    info = DatasetInfo.load(layout.INFO)
     rows, validation = read_rows(train_path), read_rows(layout.scored_rows("validation"))
     print(f"{len(rows)} training rows from {train_path}, {len(validation)} validation rows", file=sys.stderr)
     results = []
@@ -86,7 +86,7 @@ def run(train_path: str, settings: list[dict], zero_shot: bool) -> list[dict]:
         if "batch_size" in setting and "micro_batch_size" not in setting:
             cfg = cfg.model_copy(update={"micro_batch_size": min(cfg.micro_batch_size, cfg.batch_size)})
         with tempfile.TemporaryDirectory() as tmp:
-            summary = train(rows, cfg, params.student, task, f"{tmp}/adapter", f"{tmp}/log.csv")
+            summary = train(rows, cfg, params.student, info, f"{tmp}/adapter", f"{tmp}/log.csv")
             first, last, steps = loss_ends(f"{tmp}/log.csv")
             scores = score(params, f"{tmp}/adapter", validation)
         label = ",".join(f"{k}={v}" for k, v in setting.items()) or "params.yaml"

@@ -33,7 +33,7 @@ def main(stage: str, previous: str) -> None:
         params.select,
         params.student,
         params.policy.seed,
-        info.task,
+        info,
         str(before.adapter),
         workers,
     )

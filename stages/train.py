@@ -27,8 +27,8 @@ def main(stage: str, previous: str) -> None:
     )
     if not policy_spec(params.policy.name).trains:
         rows = []
-    task = DatasetInfo.load(layout.INFO).task
-    summary = train(rows, params.train, params.student, task, str(here.adapter), str(here.train_log))
+    info = DatasetInfo.load(layout.INFO)
+    summary = train(rows, params.train, params.student, info, str(here.adapter), str(here.train_log))
     if PartialState().is_main_process:
         write_rows(here.train_set, rows)
         write_json(here.report("train"), {**summary, "gathered": gathered})

@@ -133,7 +133,7 @@ def eos_student(tiny_student_dir):
     from baldistill.student.model import load_student
 
     model, tokenizer = load_student(tiny_student_dir)
-    templates = prompt_files.load_prompts("classification")
+    templates = prompt_files.load_prompts("classification", ["earn", "crude"])
     texts = [build_prompt(tokenizer, templates, x, 256) for x in EOS_INPUTS]
     max_new = 24
     lengths = _force_early_eos(model, tokenizer, texts, max_new)

@@ -15,9 +15,9 @@ from baldistill.student.encoding import build_prompt, encode_prompt
 from baldistill.student.generation import generate
 from baldistill.student.model import load_student
 
-PROMPTS = load_prompts("classification")
-# One-token and multi-token labels, and one that is a prefix of another.
 LABELS = ["earn", "acq", "money-fx", "nat-gas", "copper", "copper-ore", "gold", "crude"]
+PROMPTS = load_prompts("classification", LABELS)
+# One-token and multi-token labels, and one that is a prefix of another.
 STORIES = [
     "Shr profit 12 cts vs 10 cts net rev 4.5 mln",
     "The bank of england cut its base lending rate as sterling fell against the dollar " * 3,

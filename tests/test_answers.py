@@ -1,13 +1,18 @@
 """Answer extraction on outputs shaped like what the teacher and student write."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from baldistill.core.answers import (
     ANSWER_TRIGGER,
     FINAL_ANSWER_SENTENCE,
+    LABEL_ONLY_WORDS,
     answers_match,
     extract_answer,
     normalize_math,
+    reasoning_words,
+    restates_label,
 )
 from baldistill.core.errors import BaldistillError
 
@@ -190,3 +195,30 @@ def test_the_answer_trigger_is_the_answer_sentence():
     assert extract_answer(ANSWER_TRIGGER + " nat-gas.", "classification", R52, strict=True) == "nat-gas"
     assert extract_answer(ANSWER_TRIGGER + " C.", "multiple_choice", strict=True) == "C"
     assert extract_answer(ANSWER_TRIGGER + " 1,000.", "math", strict=True) == "1000"
+
+
+# ---- rationales that only restate their label ---------------------------------
+
+REASONING = st.lists(st.sampled_from(["oil", "output", "rose", "opec", "quota", "barrels", "prices", "cut"]))
+
+
+@given(st.sampled_from(R52), st.sampled_from(["The correct topic is {}.", "The topic is {}.", "It is {}.", ""]))
+def test_a_rationale_of_label_and_answer_sentences_restates_the_label(label, opening):
+    rationale = f"{opening.format(label)} The answer is {label}.".strip()
+    assert restates_label(rationale, label)
+    assert reasoning_words(rationale, label) < LABEL_ONLY_WORDS
+
+
+@given(st.sampled_from(R52), REASONING, REASONING)
+def test_words_of_reasoning_count_and_answer_sentences_do_not(label, before, answer_words):
+    reasoning = " ".join(before)
+    rationale = f"{reasoning}. The answer is {label} {' '.join(answer_words)}."
+    assert reasoning_words(rationale, label) == len(before)
+    assert restates_label(rationale, label) == (len(before) < LABEL_ONLY_WORDS)
+
+
+def test_the_smoke_teachers_echo_is_label_only_and_a_short_real_rationale_is_not():
+    assert restates_label("The correct topic is earn. The answer is earn.", "earn")
+    assert restates_label("The topic of this news story is nat-gas.\nThe answer is nat-gas.", "nat-gas")
+    real = "The story reports quarterly net profit and revenue per share for the company. The answer is earn."
+    assert not restates_label(real, "earn")

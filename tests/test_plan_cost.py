@@ -353,7 +353,7 @@ def test_rows_drawn_without_ifd_are_planned_exactly(tmp_path, policy):
     state, taken, sent = start_state(domain_counts(pool)), set(), []
     for k in range(2):
         state = allocate(30, params.policy, 2, domain_counts(pool), state, k)
-        rows, _ = select(pool, state, taken, k, params.select, params.student, 3, "classification", None)
+        rows, _ = select(pool, state, taken, k, params.select, params.student, 3, INFO, None)
         taken |= {r.id for r in rows if r.source != "duplicate"}
         annotated = Recorder()
         annotate(
@@ -506,7 +506,7 @@ def prepared(tmp_path, monkeypatch):
         "budget": {"total": 30},
         "stages": {"s0": "start", "s1": "s0"},
         "policy": {"name": "naive"},
-        "teacher": {"price": {"input_per_1m": 1.5, "output_per_1m": 6.0}},
+        "teacher": {"max_tokens": 64, "price": {"input_per_1m": 1.5, "output_per_1m": 6.0}},  # as the history below
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cache = RequestCache(tmp_path / "cache")

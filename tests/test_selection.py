@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.errors import BaldistillError
 from baldistill.core.params import Params
 from baldistill.core.rows import Row
@@ -13,6 +14,8 @@ from baldistill.student.encoding import build_prompt
 from baldistill.student.ifd import IfdScore, rank, score_by_generation
 from baldistill.student.model import load_student
 
+LABELS = ["earn", "crude", "tin"]
+INFO = DatasetInfo("tiny", "classification", LABELS)
 WORDS = "oil gold wheat rates bank profit shares crude cocoa coffee tin zinc grain ship trade".split()
 
 
@@ -58,7 +61,7 @@ def run(params, alloc, taken=(), stage=1, adapter=None, score_rows=None):
         params.select,
         params.student,
         params.policy.seed,
-        "classification",
+        INFO,
         adapter,
         score_rows=score_rows,
     )
@@ -66,7 +69,7 @@ def run(params, alloc, taken=(), stage=1, adapter=None, score_rows=None):
 
 def true_ifds(model_dir: str, params: Params, rows: list[Row]) -> list[float]:
     model, tokenizer = load_student(model_dir)
-    templates = load_prompts("classification")
+    templates = load_prompts("classification", LABELS)
     prompts = [build_prompt(tokenizer, templates, r.input, params.student.max_input_tokens) for r in rows]
     _, scores = score_by_generation(model, tokenizer, prompts, params.select.max_new_tokens, 3, progress=False)
     return [s.ifd for s in scores]
@@ -217,7 +220,7 @@ def test_real_smollm2_converts_generates_and_scores(tmp_path, monkeypatch):
 
     params = make_params("smollm2-135m-instruct", max_new_tokens=12)
     model, tokenizer = load_student(folder)
-    templates = load_prompts("classification")
+    templates = load_prompts("classification", LABELS)
     pool = [r for r in make_pool() if r.domain == "crude"][:4]
     prompts = [build_prompt(tokenizer, templates, r.input, 32) for r in pool]
     generated, scores = score_by_generation(model, tokenizer, prompts, 12, 4, progress=False)
@@ -234,7 +237,7 @@ def test_real_smollm2_converts_generates_and_scores(tmp_path, monkeypatch):
         params.select,
         params.student,
         params.policy.seed,
-        "classification",
+        INFO,
         None,
     )
     assert len(rows) == 2 and report["rows_scored"] == 4 and all("ifd" in r.meta for r in rows)

@@ -11,7 +11,7 @@ from baldistill.prompts import load_prompts
 from baldistill.student import encoding
 from baldistill.student import model as student
 
-PROMPTS = load_prompts("classification")
+PROMPTS = load_prompts("classification", ["earn", "acq", "crude"])
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +100,10 @@ def test_prompt_is_chat_wrapped_and_input_truncated(tiny):
     story = "oil prices rose sharply " * 100
     prompt = encoding.build_prompt(tokenizer, PROMPTS, story, max_input_tokens=10)
     assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
-    assert "Assign a topic" in prompt and story not in prompt
+    assert "assign a topic" in prompt and story not in prompt
+    assert "You must select the topic from this set: earn, acq, crude." in prompt  # Table 9 (a)
     short = encoding.build_prompt(tokenizer, PROMPTS, "oil prices rose", max_input_tokens=10)
-    assert "Story: oil prices rose\n" in short
+    assert "News story: oil prices rose\n" in short
     ids = encoding.encode_prompt(tokenizer, prompt)
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 3  # no doubled BOS
 
@@ -137,3 +138,20 @@ def test_target_without_answer_sentence_is_cut(tiny):
     _, tokenizer = tiny
     target = encoding.build_target("word " * 100, tokenizer, 10)
     assert len(encoding.encode_target(tokenizer, target)) == 11
+
+
+def test_every_prompt_begins_with_the_shared_label_list_prefix(tiny):
+    _, tokenizer = tiny
+    prefix = encoding.shared_prefix(tokenizer, PROMPTS)
+    assert prefix.endswith("You must select the topic from this set: earn, acq, crude.\nNews story:")
+    prefix_ids = encoding.encode_prompt(tokenizer, prefix)
+    for story in ("oil prices rose", "Shr 12 cts vs 10 cts net 4.5 mln", "a" * 300):
+        prompt = encoding.build_prompt(tokenizer, PROMPTS, story, max_input_tokens=20)
+        assert prompt.startswith(prefix)
+        assert encoding.encode_prompt(tokenizer, prompt)[: len(prefix_ids)] == prefix_ids  # computable once
+
+
+def test_a_classification_student_prompt_needs_the_label_set(tiny):
+    _, tokenizer = tiny
+    with pytest.raises(BaldistillError, match="labels"):
+        encoding.build_prompt(tokenizer, load_prompts("classification"), "oil prices rose", 10)

@@ -58,18 +58,18 @@ def test_annotate_gives_every_row_a_rationale(tmp_path):
     assert {(b["temperature"], b["max_tokens"]) for b in bodies} == {(0.0, 77)}
     for row in rows:  # arrival order is not row order at concurrency 2
         (prompt,) = [prompt_of(b) for b in bodies if f"News story: {row.input}." in prompt_of(b)]
-        assert f"The correct topic is {row.label}." in prompt
+        assert f"The topic of this story is {row.label}." in prompt
     assert report["mismatch_total"] == 0 and report["teacher"]["calls_paid"] == len(rows)
 
 
 def disagreeing(key, attempt, body):
     """Answer 'crude' for earn stories and nothing usable for acq stories."""
     prompt = prompt_of(body)
-    if "The correct topic is earn." in prompt:
+    if "The topic of this story is earn." in prompt:
         return Action(content="It mentions oil. The answer is crude.")
-    if "The correct topic is acq." in prompt:
+    if "The topic of this story is acq." in prompt:
         return Action(content="This is a story about companies.")
-    if "The correct topic is ship." in prompt:
+    if "The topic of this story is ship." in prompt:
         return Action(content="The topic of this story is ship.")  # right, but no answer sentence
     return Action()
 
@@ -97,7 +97,7 @@ def test_annotate_mismatches_are_counted_and_handled(policy):
 
 def long_winded(key, attempt, body):
     """Twelve words of reasoning before the answer sentence."""
-    label = re.search(r"The correct topic is (\S+)\.", prompt_of(body)).group(1)
+    label = re.search(r"The topic of this story is (\S+)\.", prompt_of(body)).group(1)
     # "crude" named in passing, before the cut: not the teacher's answer.
     return Action(content=f"one two crude four five six seven eight nine ten eleven twelve. The answer is {label}.")
 
@@ -114,6 +114,43 @@ def test_a_rationale_cut_by_max_tokens_is_kept_with_its_answer_sentence(policy):
     assert report["answer_sentence_added"] == 0  # each appended sentence is counted once, as cut
     cut = "one two crude four five six seven eight"
     assert [r.rationale for r in out] == [f"{cut} The answer is {r.label}." for r in rows]
+
+
+def test_annotate_counts_how_answers_ended_and_rationales_that_only_restate_the_label():
+    """Two of three answers end by themselves; one of those only restates its label."""
+    rows = [pool_rows(1)[i] for i in (0, 1, 2)]
+    long = " ".join(f"w{i}" for i in range(30))
+
+    def answers(key, attempt, body):
+        label = re.search(r"The topic of this story is (\S+)\.", prompt_of(body)).group(1)
+        if label == rows[0].label:
+            return Action(content=f"The correct topic is {label}. The answer is {label}.")
+        if label == rows[1].label:  # agrees, but states no answer sentence: one is appended
+            return Action(content=f"The story names {label} output, exports and prices of the main producers in Asia.")
+        return Action(content=long)  # cut at max_tokens
+
+    with FakeTeacher(answers) as server:
+        params = make_params(server.base_url, concurrency=1, max_tokens=20)
+        with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+            _, report = annotate(rows, 0, params.teacher, CHARS, INFO, client)
+    assert len({r.label for r in rows}) == 3
+    assert report["finish_reasons"] == {"length": 1, "stop": 2}
+    assert report["cut_at_max_tokens"] == 1 and report["answer_sentence_added"] == 1
+    assert report["label_only"] == 1  # the echo only
+
+
+def test_gold_in_prompt_false_sends_table_9_without_the_gold_label():
+    rows = pool_rows(1)[:2]
+    with FakeTeacher() as server:
+        params = make_params(server.base_url, gold_in_prompt=False)
+        with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+            out, report = annotate(rows, 0, params.teacher, CHARS, INFO, client)
+    for body in (s.body for s in server.seen):
+        assert "You must select the topic from this set: " in prompt_of(body)
+        assert "The topic of this story is" not in prompt_of(body)
+        assert prompt_of(body).endswith("End it with this exact sentence: The answer is <topic>.")
+    assert len(out) == len(rows)  # the fake echoes no gold label: each is a mismatch, kept with the gold answer
+    assert report["mismatch_total"] == len(rows)
 
 
 def test_annotate_refuses_to_go_over_budget_and_sends_nothing():
@@ -174,6 +211,7 @@ def by_sample(outputs: dict[str, list[str]]):
 
 
 GOOD = "Input: Tanker rates rose as ports reopened.\nRationale: Shipping is the subject. The answer is ship."
+ECHO = "Input: Please write a short news story with the topic ship and give the step-by-step rationale."
 
 
 def test_synthesize_parses_keeps_and_drops_by_reason():
@@ -181,25 +219,39 @@ def test_synthesize_parses_keeps_and_drops_by_reason():
     outputs = {
         "ship": [
             GOOD,
-            "**Input:** Freight lines add vessels.\n**Rationale:** About shipping. The answer is **ship**.",
-            "Input: Crude prices fell.\nRationale: Oil. The answer is crude.",  # wrong label
+            "**Input:** Freight lines add ships to Asia.\n**Rationale:** About shipping. The answer is **ship**.",
+            "Input: Crude prices fell sharply in New York.\nRationale: Oil. The answer is crude.",  # wrong label
             "Here is a story about ships, no format at all.",  # unparsable
             f"Input: {pool_rows(4)[-1].input}\nRationale: Copy. The answer is ship.",  # copied a demonstration
+            "Input: <news story>\nRationale: A story about ships. The answer is ship.",  # the prompt's slot
+            "Input: <insert a news story with the topic ship here>\nRationale: Ships. The answer is ship.",
+            f"{ECHO}\nRationale: The story is about ships. The answer is ship.",  # the instructions again
+            "Input: Shipping news\nRationale: It names shipping. The answer is ship.",  # no story of its own
         ],
-        "crude": ["Input: OPEC cut output.\nRationale: Oil supply story, so crude"],  # answer w/o sentence
+        "crude": ["Input: OPEC cut its output again.\nRationale: Oil supply story, so crude"],  # answer w/o sentence
     }
     with FakeTeacher(by_sample(outputs)) as server:
         params = make_params(server.base_url, concurrency=1, synth_temperature=0.7, synth_max_tokens=99)
-        with open_client(params.teacher, budget=7, backoff=0.01) as client:
-            rows, report = synthesize(pool, {"ship": 5, "crude": 1}, 2, params.teacher, SEED, CHARS, INFO, client)
+        with open_client(params.teacher, budget=11, backoff=0.01) as client:
+            rows, report = synthesize(pool, {"ship": 9, "crude": 1}, 2, params.teacher, SEED, CHARS, INFO, client)
     kept = {r.id: r for r in rows}
     assert set(kept) == {"syn-s2-ship-0", "syn-s2-ship-1", "syn-s2-crude-0"}
-    assert report["dropped"] == {"copied_demonstration": 1, "no_rationale": 1, "wrong_label": 1}
-    assert report["per_domain"]["ship"] == {"requested": 5, "kept": 2}
+    assert report["dropped"] == {
+        "copied_demonstration": 1,
+        "echoes_prompt": 1,
+        "no_input": 1,
+        "no_rationale": 1,
+        "placeholder": 2,
+        "wrong_label": 1,
+    }
+    assert report["per_domain"]["ship"] == {"requested": 9, "kept": 2}
+    assert report["finish_reasons"] == {"stop": 10} and report["cut_at_max_tokens"] == 0
+    assert report["answer_sentence_added"] == 1  # crude's "so crude"
+    assert report["label_only"] == 3  # "Shipping is the subject." is not reasoning (core.answers.restates_label)
     assert kept["syn-s2-ship-0"].input == "Tanker rates rose as ports reopened."
     assert kept["syn-s2-crude-0"].rationale.endswith("The answer is crude.")
     assert all(r.source == "synthetic" and r.stage == 2 and r.label == r.domain for r in rows)
-    assert report["teacher"]["calls_budgeted"] == 6  # dropped calls still cost budget
+    assert report["teacher"]["calls_budgeted"] == 10  # dropped calls still cost budget
     assert {(s.body["temperature"], s.body["max_tokens"]) for s in server.seen} == {(0.7, 99)}
 
 
@@ -232,20 +284,23 @@ def test_synthesis_demonstrations_show_rationales_annotated_in_earlier_stages():
 def test_a_synthetic_row_that_copies_test_text_is_dropped():
     story = "the tanker fleet of the company loaded crude at the port of rotterdam on monday and sailed for houston"
     copied = f"Input: Rotterdam - {story.title()}.\nRationale: Tankers carry cargo. The answer is ship."
-    fresh = "Input: A freighter docked late.\nRationale: Ports and freighters. The answer is ship."
+    fresh = "Input: A freighter docked late in Rotterdam.\nRationale: Ports and freighters. The answer is ship."
     with FakeTeacher(by_sample({"ship": [copied, fresh]})) as server:
         params = make_params(server.base_url)
         with open_client(params.teacher, budget=2, backoff=0.01) as client:
             rows, report = synthesize(
                 pool_rows(3), {"ship": 2}, 0, params.teacher, SEED, CHARS, INFO, client, held_out=[story]
             )
-    assert [r.input for r in rows] == ["A freighter docked late."]
+    assert [r.input for r in rows] == ["A freighter docked late in Rotterdam."]
     assert report["dropped"] == {"test_overlap": 1} and report["kept"] == 1
 
 
 def test_synthesis_is_seeded_and_fresh_per_stage(tmp_path, monkeypatch):
     pool = [*pool_rows(5), Row(id="lonely", domain="nat-gas", input="gas pipeline deal", label="nat-gas")]
-    outputs = {"ship": [GOOD], "nat-gas": ["Input: LNG imports.\nRationale: Gas. The answer is nat-gas."]}
+    outputs = {
+        "ship": [GOOD],
+        "nat-gas": ["Input: LNG imports rose for a third month.\nRationale: Gas. The answer is nat-gas."],
+    }
 
     def prompts_for(stage: int, cache: str) -> list[str]:
         monkeypatch.setenv("BALDISTILL_TEACHER_CACHE", str(tmp_path / cache))

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.params import Params
 from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
@@ -24,6 +25,7 @@ from baldistill.student.training import IGNORE_INDEX, accumulation_steps, collat
 
 SCRIPTS = Path(__file__).parent / "support"  # holds the scripts these tests run as subprocesses
 LABELS = ["earn", "acq", "gold", "crude"]
+INFO = DatasetInfo("tiny", "classification", LABELS)
 
 
 def make_params(model: str, **train) -> Params:
@@ -65,16 +67,14 @@ def trained(tiny_student_dir, tmp_path_factory):
     """One short run shared by the tests that only read its outputs."""
     out = tmp_path_factory.mktemp("train")
     params = make_params(tiny_student_dir)
-    summary = train(
-        make_rows(), params.train, params.student, "classification", str(out / "adapter"), str(out / "log.csv")
-    )
+    summary = train(make_rows(), params.train, params.student, INFO, str(out / "adapter"), str(out / "log.csv"))
     return out, summary
 
 
 def test_prompt_tokens_are_masked_and_target_is_trained(tiny_student_dir):
     tokenizer = load_tokenizer(tiny_student_dir)
     params = make_params(tiny_student_dir)
-    prompts = load_prompts("classification")
+    prompts = load_prompts("classification", LABELS)
     row = make_rows()[0]
     example = encode_example(row, tokenizer, prompts, params.student)
     prompt_ids = encode_prompt(tokenizer, build_prompt(tokenizer, prompts, row.input, params.student.max_input_tokens))
@@ -88,7 +88,8 @@ def test_prompt_tokens_are_masked_and_target_is_trained(tiny_student_dir):
 def test_label_only_rows_train_on_the_answer_sentence(tiny_student_dir):
     tokenizer = load_tokenizer(tiny_student_dir)
     params = make_params(tiny_student_dir)
-    example = encode_example(make_rows(rationale=False)[1], tokenizer, load_prompts("classification"), params.student)
+    prompts = load_prompts("classification", LABELS)
+    example = encode_example(make_rows(rationale=False)[1], tokenizer, prompts, params.student)
     target = [t for t in example.labels if t != IGNORE_INDEX]
     assert tokenizer.decode(target) == f"The answer is acq.{tokenizer.eos_token}"
 
@@ -96,7 +97,7 @@ def test_label_only_rows_train_on_the_answer_sentence(tiny_student_dir):
 def test_collate_pads_right_and_masks_padding(tiny_student_dir):
     tokenizer = load_tokenizer(tiny_student_dir)
     params = make_params(tiny_student_dir)
-    prompts = load_prompts("classification")
+    prompts = load_prompts("classification", LABELS)
     rows = make_rows()
     rows[0] = rows[0].with_(input="a much longer story " * 6)
     examples = [encode_example(row, tokenizer, prompts, params.student) for row in rows[:2]]
@@ -141,16 +142,12 @@ def test_each_call_trains_a_fresh_lora(tiny_student_dir, trained, tmp_path):
     """Same rows and seed -> the same weights: nothing carries over from the earlier run."""
     first, _ = trained
     params = make_params(tiny_student_dir)
-    train(
-        make_rows(), params.train, params.student, "classification", str(tmp_path / "again"), str(tmp_path / "log.csv")
-    )
+    train(make_rows(), params.train, params.student, INFO, str(tmp_path / "again"), str(tmp_path / "log.csv"))
     a, b = adapter_weights(first / "adapter"), adapter_weights(tmp_path / "again")
     assert a.keys() == b.keys() and a
     assert all(torch.equal(a[k], b[k]) for k in a)
     other = make_params(tiny_student_dir, seed=1)
-    train(
-        make_rows(), other.train, other.student, "classification", str(tmp_path / "seed1"), str(tmp_path / "log1.csv")
-    )
+    train(make_rows(), other.train, other.student, INFO, str(tmp_path / "seed1"), str(tmp_path / "log1.csv"))
     c = adapter_weights(tmp_path / "seed1")
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
@@ -169,7 +166,7 @@ def test_zero_rows_write_a_base_marker(tiny_student_dir, tmp_path):
     out.mkdir()
     (out / "stale.bin").write_bytes(b"old")
     params = make_params(tiny_student_dir)
-    summary = train([], params.train, params.student, "classification", str(out), str(tmp_path / "log.csv"))
+    summary = train([], params.train, params.student, INFO, str(out), str(tmp_path / "log.csv"))
     assert sorted(p.name for p in out.iterdir()) == [BASE_MARKER]
     assert has_adapter(out) is False
     assert summary["steps"] == 0 and summary["train_rows"] == 0 and summary["final_loss"] is None
@@ -214,7 +211,7 @@ def test_real_student_trains_two_steps(tmp_path):
             make_rows(),
             params.train,
             params.student,
-            "classification",
+            INFO,
             str(tmp_path / "adapter"),
             str(tmp_path / "log.csv"),
         )

@@ -114,10 +114,10 @@ def seeded_draw(select_cfg, student, seed: int):
     """The plan's RowDraw (plan.costs): the select step's own rows for a policy
     that draws them without IFD, seeded as in a run (no student is loaded then)."""
 
-    def draw(pool, allocation, taken, stage, task):
+    def draw(pool, allocation, taken, stage, info):
         from baldistill.student.selection import select  # its student imports are slow; only this needs it
 
-        return select(pool, allocation, taken, stage, select_cfg, student, seed, task, None)[0]
+        return select(pool, allocation, taken, stage, select_cfg, student, seed, info, None)[0]
 
     return draw
 

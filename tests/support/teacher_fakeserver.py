@@ -46,9 +46,9 @@ def body_key(body: dict) -> str:
 def default_content(body: dict) -> str:
     """Echo back a gold label when the prompt states one, so annotation agrees."""
     prompt = body["messages"][-1]["content"]
-    for marker in ("The correct topic is ", "The correct choice is ", "Answer: ", "Answer "):
+    for marker in ("The topic of this story is ", "The correct choice is ", "Answer: ", "Answer "):
         if marker in prompt:
-            label = prompt.split(marker, 1)[1].split("\n", 1)[0].strip().rstrip(".")
+            label = prompt.split(marker, 1)[1].split("\n", 1)[0].split(". ", 1)[0].strip().rstrip(".")
             return f"Step by step, the text fits. The answer is {label}."
     return "Input: A short story.\nRationale: It fits. The answer is unknown."
 

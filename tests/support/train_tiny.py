@@ -8,6 +8,7 @@ import sys
 
 from accelerate import PartialState
 
+from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.params import Params
 from baldistill.core.rows import Row
 from baldistill.student.training import train
@@ -33,7 +34,9 @@ def main(model_dir: str, out_dir: str, log_path: str, summary_path: str) -> None
         )
         for i, d in enumerate(labels)
     ]
-    summary = train(rows, params.train, params.student, "classification", out_dir, log_path)
+    summary = train(
+        rows, params.train, params.student, DatasetInfo("tiny", "classification", labels), out_dir, log_path
+    )
     if PartialState().is_main_process:
         with open(summary_path, "w", encoding="utf-8") as handle:
             json.dump(summary, handle)

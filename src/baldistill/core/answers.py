@@ -268,3 +268,27 @@ def _free_text(text: str) -> str | None:
     # Cut trailing chatter at a sentence end, but not after "Dr." or "U.S.".
     line = re.split(r"(?<=[a-z0-9)]{3})\.\s+(?=[A-Z])", line, maxsplit=1)[0]
     return _clean(line) or None
+
+
+# ---- rationales that only restate the label ---------------------------------
+
+# A rationale with fewer words than this, once its answer sentences and the label itself are taken
+# out, only restates the label ("The correct topic is earn. The answer is earn." leaves 4 words).
+# Twelve words is about one clause of reasoning ("the story reports quarterly net profit per share").
+LABEL_ONLY_WORDS = 12
+# An answer statement up to its sentence end ("the answer is earn.", "Answer: B").
+_ANSWER_STATEMENT = re.compile(r"(?:the\s+)?(?:final\s+)?answer\s*(?:is\b|:)[^.\n]*\.?", re.IGNORECASE)
+_WORDS = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*")
+
+
+def reasoning_words(rationale: str, label: str) -> int:
+    """Words of `rationale` outside its answer statements ("The answer is X.", "Answer: X"),
+    not counting the label's own words."""
+    kept = _ANSWER_STATEMENT.sub(" ", rationale or "")
+    label_words = {w.lower() for w in _WORDS.findall(label or "")}
+    return sum(1 for w in _WORDS.findall(kept) if w.lower() not in label_words)
+
+
+def restates_label(rationale: str, label: str) -> bool:
+    """Whether a rationale gives no reasoning beyond its label (LABEL_ONLY_WORDS)."""
+    return reasoning_words(rationale, label) < LABEL_ONLY_WORDS

@@ -120,14 +120,19 @@ class Teacher(_Section):
     concurrency: int = Field(default=1, ge=1)
     timeout: float = Field(default=180.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
-    # The student keeps student.max_rationale_tokens of a rationale (answer sentence
-    # included); asking the teacher for more pays for tokens thrown away.
-    max_tokens: int = Field(default=64, ge=1)
+    # Room for a whole rationale: the default teacher's brief R52 rationales run to
+    # 68 tokens (p50) and 104 (p95), at most 119 of 30 (docs/prompts.md); a cap it
+    # reaches cuts the rationale before its answer sentence.
+    max_tokens: int = Field(default=160, ge=1)
     synth_max_tokens: int = Field(default=256, ge=1)
     synth_temperature: float = Field(default=0.9, ge=0)
     demonstrations: int = Field(default=3, ge=0)
     # What to do with an annotated row whose rationale's answer disagrees with the gold label.
     on_mismatch: Literal["keep", "drop"] = "keep"
+    # Annotation prompt: true gives the teacher the gold answer (Section 3.6, prompts' `annotate`);
+    # false is Table 9 as printed for classification and MCQA, where the teacher picks the answer
+    # itself (`annotate_blind`; math and abstractive QA get the answer either way). docs/prompts.md.
+    gold_in_prompt: bool = True
     price: Price = Price()
     local: LocalServer = LocalServer()
     # sync: one chat completion per request; batch: a step's cache misses as one
@@ -149,7 +154,9 @@ class Lora(_Section):
 class Student(_Section):
     model: str = "smollm2-135m-instruct"
     max_input_tokens: int = Field(default=128, ge=8)
-    max_rationale_tokens: int = Field(default=64, ge=4)
+    # Rationales longer than this lose their middle (keeping the answer sentence); the
+    # default teacher's R52 training targets: p95 108-137 student tokens (docs/prompts.md).
+    max_rationale_tokens: int = Field(default=144, ge=4)
     lora: Lora = Lora()
 
 
@@ -191,7 +198,8 @@ class Evaluate(_Section):
     launch: str = "python"
     batch_size: int = Field(default=64, ge=1)  # rows and padded tokens per batch, as select's
     batch_tokens: int | None = Field(default=16384, ge=1)
-    max_new_tokens: int = Field(default=80, ge=1)
+    # More than student.max_rationale_tokens, so a trained student reaches its answer sentence.
+    max_new_tokens: int = Field(default=160, ge=1)
     # A side reading for rows whose generation names no answer: the label or choice the
     # student finds most likely after its reasoning and "The answer is" (length-normalised),
     # reported beside the headline as second_pass_*, never as it (docs/evaluation.md).

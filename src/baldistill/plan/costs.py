@@ -1,6 +1,6 @@
 """Tokens and dollars of a plan's teacher calls, for `baldistill plan`.
 
-Each request is built with its step's own builder (`annotation_request`,
+Each request is built with its step's own builder (`annotation_requests`,
 `synthesis_calls`) from the prepared pool and counted with the teacher's
 tokenizer (teacher/tokens.py); the expected completion comes from what the
 teacher cache has seen for this model and max_tokens, and a request whose key
@@ -39,8 +39,7 @@ from baldistill.plan.spend import (
     total_cost,
     unknown_cached,
 )
-from baldistill.prompts import load_prompts
-from baldistill.teacher.annotation import annotation_request
+from baldistill.teacher.annotation import annotation_requests
 from baldistill.teacher.cache import RequestCache, request_key
 from baldistill.teacher.client import Request
 from baldistill.teacher.synthesis import synthesis_calls
@@ -59,8 +58,8 @@ class CostSettings(NamedTuple):
 
 
 # The select step's rows for one stage (pool, allocation with its policy, ids taken
-# by earlier stages, stage index, task), for a policy that draws them without IFD.
-RowDraw = Callable[[list[Row], dict, set[str], int, str], list[Row]]
+# by earlier stages, stage index, the data set), for a policy that draws them without IFD.
+RowDraw = Callable[[list[Row], dict, set[str], int, DatasetInfo], list[Row]]
 
 
 def unavailable(reason: str) -> dict:
@@ -167,7 +166,7 @@ def seeded_rows(plan: dict, pool: list[Row], info: DatasetInfo, draw: RowDraw) -
     taken: set[str] = set()
     per_stage = []
     for k, alloc in enumerate(plan["per_stage"]):
-        rows = draw(pool, {**alloc, "policy": plan["policy"]}, taken, k, info.task)
+        rows = draw(pool, {**alloc, "policy": plan["policy"]}, taken, k, info)
         chosen = [r for r in rows if r.source != "duplicate"]  # a copy is not sent to the teacher
         taken |= {r.id for r in chosen}
         per_stage.append(chosen)
@@ -223,8 +222,7 @@ def annotate_requests(
 
 def annotate_requests_of(rows: Sequence[Row], settings: CostSettings, info: DatasetInfo) -> list[Request]:
     """The requests the annotate step sends for `rows`."""
-    prompts, max_tokens, cut = load_prompts(info.task), settings.teacher.max_tokens, settings.max_input_chars
-    return [annotation_request(prompts, max_tokens, cut, info, row) for row in rows]
+    return annotation_requests(list(rows), settings.teacher, settings.max_input_chars, info)
 
 
 def synthesis_cost(

@@ -21,14 +21,30 @@ def _truncate_tokens(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: 
 
 
 def build_prompt(tokenizer: PreTrainedTokenizerBase, prompts: Prompts, input_text: str, max_input_tokens: int) -> str:
-    """The student prompt: prompts.student with {input} cut to max_input_tokens
-    tokens, wrapped as a user turn of the chat template with the assistant
-    header appended (the raw prompt if the tokenizer has no template)."""
-    prompt = prompts.render("student", input=_truncate_tokens(tokenizer, input_text, max_input_tokens))
+    """The student prompt: prompts.student (bound to the data set's labels,
+    Prompts.for_labels) with {input} cut to max_input_tokens tokens, wrapped
+    as a user turn of the chat template with the assistant header appended
+    (the raw prompt if the tokenizer has no template)."""
+    return _wrap(tokenizer, prompts.render("student", input=_truncate_tokens(tokenizer, input_text, max_input_tokens)))
+
+
+def _wrap(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
     if not getattr(tokenizer, "chat_template", None):
         return prompt
     messages = [{"role": "user", "content": prompt}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+_INPUT_MARK = "\x00input\x00"
+
+
+def shared_prefix(tokenizer: PreTrainedTokenizerBase, prompts: Prompts) -> str:
+    """The text every build_prompt string of these prompts begins with: the chat
+    header and the instructions with the label set, up to the input (and the
+    blanks before it, which the input's first token carries). The templates put
+    the label list before {input} so that a batch can compute it once."""
+    prompt = _wrap(tokenizer, prompts.render("student", input=_INPUT_MARK))
+    return prompt[: prompt.index(_INPUT_MARK)].rstrip(" ")
 
 
 def _count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:

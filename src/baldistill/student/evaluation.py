@@ -93,7 +93,7 @@ def evaluate(
     generations (generation.generate_texts' signature).
     """
     model, tokenizer = load_student(student.model, adapter_dir, device=student_device())
-    prompts = load_prompts(task)
+    prompts = load_prompts(task, labels)  # the student prompt lists the label set
     texts = [build_prompt(tokenizer, prompts, row.input, student.max_input_tokens) for row in test_rows]
     outputs = generate(
         model, tokenizer, texts, cfg.max_new_tokens, cfg.batch_size, workers=workers, batch_tokens=cfg.batch_tokens

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.errors import BaldistillError
 from baldistill.core.params import Select, Student
 from baldistill.core.policies import policy_spec
@@ -53,7 +54,7 @@ class _Scorer:
 
     cfg: Select
     student: Student
-    task: str
+    info: DatasetInfo
     adapter_dir: str | None
     workers: Workers = ONE_PROCESS
     # rows -> (their IFD scores, tokens generated); None: the student's own (score_by_generation)
@@ -76,7 +77,7 @@ class _Scorer:
     def _by_generation(self, rows: list[Row]) -> tuple[list[IfdScore], int]:
         if self._loaded is None:
             model, tokenizer = load_student(self.student.model, self.adapter_dir, device=student_device())
-            self._loaded = (model, tokenizer, load_prompts(self.task))
+            self._loaded = (model, tokenizer, load_prompts(self.info.task, self.info.labels))
         model, tokenizer, templates = self._loaded
         cfg = self.cfg
         prompts = [build_prompt(tokenizer, templates, r.input, self.student.max_input_tokens) for r in rows]
@@ -239,7 +240,7 @@ def select(
     cfg: Select,
     student: Student,
     seed: int,
-    task: str,
+    info: DatasetInfo,
     adapter_dir: str | None,
     workers: Workers = ONE_PROCESS,
     score_rows: ScoreRows | None = None,
@@ -250,7 +251,7 @@ def select(
     rows in place of the student with `adapter_dir` (None: the student)."""
     start = time.perf_counter()
     _check(allocation)
-    scorer = _Scorer(cfg, student, task, adapter_dir, workers, score_rows)
+    scorer = _Scorer(cfg, student, info, adapter_dir, workers, score_rows)
     unused = [r for r in pool if r.id not in taken_ids]
     picks = _domain_picks(unused, allocation, scorer, seed, stage)
     chosen = [r for rows in picks.values() for r in rows]

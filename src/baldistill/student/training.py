@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.files import write_csv
 from baldistill.core.params import Lora, Student, Train
 from baldistill.core.rows import Row
@@ -165,7 +166,7 @@ def peak_rss_mb() -> float:
 # ----------------------------------------------------------------------------- loop
 
 
-def train(rows: list[Row], cfg: Train, student: Student, task: str, out_dir: str, log_path: str) -> dict:
+def train(rows: list[Row], cfg: Train, student: Student, info: DatasetInfo, out_dir: str, log_path: str) -> dict:
     """Fine-tune a fresh LoRA on `rows`; save the adapter to `out_dir`, the
     per-step log (CSV) to `log_path`, and return a summary.
 
@@ -186,7 +187,7 @@ def train(rows: list[Row], cfg: Train, student: Student, task: str, out_dir: str
     accelerator.gradient_accumulation_steps = accum
     set_seed(cfg.seed)
     model, tokenizer = fresh_lora_student(student, cfg.gradient_checkpointing)
-    prompts = load_prompts(task)
+    prompts = load_prompts(info.task, info.labels)  # the student prompt lists the label set
     examples = [encode_example(row, tokenizer, prompts, student) for row in rows]
     loader = DataLoader(
         examples,

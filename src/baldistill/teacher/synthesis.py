@@ -13,12 +13,18 @@ even when a tiny domain gives identical demonstrations.
 
 Demonstrations show the rationale the teacher wrote for a pool row in an
 earlier stage (`with_earlier_rationales`; such rows are drawn first), else
-just the answer sentence ("The answer is <label>."), so the format the teacher
-must follow is always visible.
+the prompts' `demonstration_unannotated` form (for classification the story
+alone: a bare "The answer is <label>." as the rationale taught the teacher to
+write only that); the prompt's last lines always show the format to follow.
 
 Every response is parsed into input, rationale and answer; a response that
-cannot be parsed or whose answer is not valid for its domain is dropped and
-counted by reason. A dropped call still counts against the budget.
+cannot be parsed, whose input is no real example (a template slot such as
+`<news story>`, the prompt's own instructions, or no text of its own:
+core.synthetic_inputs) or whose answer is not valid for its domain is dropped
+and counted by reason. A dropped call still counts against the budget. The
+report also counts how the answers ended (`finish_reasons`, `cut_at_max_tokens`),
+the kept rows that got the answer sentence appended (`answer_sentence_added`)
+and those whose rationale only restates their label (`label_only`).
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from baldistill.core.answers import ANSWER_SENTENCE, extract_answer, normalize_text
+from baldistill.core.answers import ANSWER_SENTENCE, extract_answer, normalize_text, restates_label
 from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.decontamination import index_ngrams, overlaps
 from baldistill.core.params import Teacher
 from baldistill.core.rows import Row
+from baldistill.core.synthetic_inputs import input_problem
 from baldistill.prompts import Prompts, load_prompts
 from baldistill.teacher.client import Request, Response, TeacherClient
 from baldistill.teacher.usage import Usage
@@ -69,8 +76,10 @@ def synthesize(
     by_domain = _by_domain(pool)
     calls = synthesis_calls(pool, quota, stage, teacher, seed, max_input_chars, info)
     responses, usage = client.run_batch([call.request for call in calls], desc=f"synthesis s{stage}")
-    rows, dropped = [], {}
+    rows, dropped, finish_reasons, added = [], {}, {}, 0
     for (domain, i, demos, _), response in zip(calls, responses, strict=True):
+        finish = response.finish_reason or "unknown"
+        finish_reasons[finish] = finish_reasons.get(finish, 0) + 1
         row, reason = parse_synthetic(response, domain, i, stage, info, prompts, by_domain.get(domain, []), demos)
         if row is not None and overlaps(row.input, overlap_index):
             row, reason = None, "test_overlap"
@@ -78,7 +87,12 @@ def synthesize(
             dropped[reason] = dropped.get(reason, 0) + 1
         else:
             rows.append(row)
-    return rows, synthesis_report(stage, quota, rows, dropped, usage)
+            added += not ANSWER_SENTENCE.search(split_response(response.content)[1])
+    report = synthesis_report(stage, quota, rows, dropped, usage)
+    cut = finish_reasons.get("length", 0)
+    report.update(finish_reasons=dict(sorted(finish_reasons.items())), cut_at_max_tokens=cut)
+    report.update(answer_sentence_added=added)
+    return rows, report
 
 
 class SynthesisCall(NamedTuple):
@@ -122,6 +136,10 @@ def synthesis_report(stage: int, quota: dict[str, int], rows: list[Row], dropped
         "requested": sum(max(0, int(m)) for m in quota.values()),
         "kept": len(rows),
         "dropped": dict(sorted(dropped.items())),
+        "finish_reasons": {},
+        "cut_at_max_tokens": 0,
+        "answer_sentence_added": 0,
+        "label_only": sum(restates_label(row.rationale or "", row.label) for row in rows),
         "per_domain": per_domain,
         "teacher": usage.as_dict(),
     }
@@ -170,9 +188,9 @@ def _request(
 ) -> Request:
     shown = "\n\n".join(
         prompts.render(
-            "demonstration",
+            "demonstration" if demo.rationale else "demonstration_unannotated",
             input=demo.input[:max_input_chars],
-            rationale=demo.rationale or prompts.answer_format.format(label=demo.label),
+            rationale=demo.rationale or "",
             label=demo.label,
         )
         for demo in demos
@@ -215,12 +233,16 @@ def parse_synthetic(
     if parts is None:
         return None, "no_rationale"
     text, rationale = parts
-    if not text:
-        return None, "no_input"
     if not rationale:
         return None, "no_rationale"
     if any(normalize_text(text) == normalize_text(d.input) for d in demos):
         return None, "copied_demonstration"
+    instructions = prompts.render(
+        "synthesize", dataset=info.name, labels=info.labels_text, domain=domain, demonstrations=""
+    )
+    problem = input_problem(text, instructions)
+    if problem:
+        return None, problem
     label, reason = _label(rationale, text, domain, info, domain_rows)
     if label is None:
         return None, reason
