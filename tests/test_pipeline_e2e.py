@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from baldistill.student.training_log import STEP_METRICS
+
 from support.dvc_project import REPO, dvc, make_project, ran_stages, run
 from support.teacher_fakeserver import FakeTeacher
 from support.tiny_pipeline import BUDGET, configure, teacher_reply
@@ -152,11 +154,33 @@ def test_every_baseline_runs_through_the_same_pipeline(project, teacher, policy)
         assert sources == {"pool"}
 
 
-def test_budget_change_is_one_command(project, teacher):
-    exp = dvc(project, "exp", "run", "-S", "budget.total=9", "-S", "policy.name=adaptive")
+def shown_experiment(project, name: str) -> dict:
+    """The `data` of experiment `name` in `dvc exp show --json`."""
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    groups = [group for commit in shown for group in commit.get("experiments") or []]
+    [found] = [rev for group in groups for rev in group["revs"] if rev.get("name") == name]
+    return found
+
+
+def test_budget_change_is_one_command_and_exp_show_holds_each_stage_s_training(project, teacher):
+    before = run(project, "git", "for-each-ref", "refs/exps").stdout.splitlines()
+    exp = dvc(project, "exp", "run", "-n", "budget9", "-S", "budget.total=9", "-S", "policy.name=adaptive")
     assert "prepare" not in set(ran_stages(exp.stdout))
     ledger = json.loads((project / "metrics/s1/teacher.json").read_text())
     assert ledger["calls_budgeted"] == 9
+    # dvclive's log of each stage's training is a metric of the experiment, as `dvc exp show` gives it
+    found = shown_experiment(project, "budget9")
+    for stage in ("s0", "s1"):
+        shown = found["data"]["metrics"][f"metrics/{stage}/train/metrics.json"]["data"]
+        assert shown == json.loads((project / f"metrics/{stage}/train/metrics.json").read_text())
+        assert shown["steps"] == shown["step"] >= 1 and shown["loss"] > 0 and shown["tokens_per_s"] > 0
+    plots = json.loads(dvc(project, "plots", "diff", "--json").stdout)["data"]
+    logged = {f"metrics/{stage}/train/plots/metrics/{name}.tsv" for stage in ("s0", "s1") for name in STEP_METRICS}
+    assert logged <= set(plots)
+    # and dvclive saved no experiment and committed no file of its own: one new experiment, its files DVC's
+    assert len(run(project, "git", "for-each-ref", "refs/exps").stdout.splitlines()) == len(before) + 1
+    committed = run(project, "git", "ls-tree", "-r", "--name-only", found["rev"]).stdout.split()
+    assert not [path for path in committed if path.startswith("metrics/")]
 
 
 def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teacher, tmp_path_factory):

@@ -12,9 +12,9 @@ so `accelerate launch --num_processes N` spreads it over processes or GPUs
 with no code change; gradient accumulation keeps the effective batch at
 train.batch_size whatever the process count.
 
-The CSV log has one row per optimiser step: step, epoch (fractional),
-loss (mean over the step's micro-batches and processes), lr (the rate the
-step used) and tokens (cumulative non-padding tokens, all processes).
+Each optimiser step's loss, learning rate, tokens/s, epoch and tokens go to a
+dvclive folder (student.training_log), with the run's summary in its
+metrics.json: the train step's DVC metrics and plots.
 """
 
 from __future__ import annotations
@@ -36,17 +36,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from baldistill.core.files import write_csv
 from baldistill.core.params import Lora, Student, Train
 from baldistill.core.rows import Row
 from baldistill.prompts import Prompts, load_prompts
 from baldistill.student.device import wants_cpu
 from baldistill.student.encoding import build_prompt, build_target, encode_prompt, encode_target
 from baldistill.student.model import BASE_MARKER, load_student
+from baldistill.student.training_log import close_log, log_step, open_log
 
 IGNORE_INDEX = -100  # label value cross-entropy skips: prompt and padding tokens
 MAX_GRAD_NORM = 1.0  # transformers.Trainer's default clipping
-LOG_FIELDS = ("step", "epoch", "loss", "lr", "tokens")
 
 
 @dataclass(frozen=True)
@@ -138,10 +137,6 @@ def write_base_marker(out_dir: str | Path) -> None:
     (out / BASE_MARKER).write_text("base model, no adapter\n")
 
 
-def write_log(path: str | Path, records: list[dict]) -> None:
-    write_csv(path, LOG_FIELDS, records)
-
-
 def save_adapter(model, out_dir: str | Path) -> None:
     """Save only the LoRA weights, into a temp dir renamed over `out_dir`."""
     out = Path(out_dir)
@@ -165,9 +160,12 @@ def peak_rss_mb() -> float:
 # ----------------------------------------------------------------------------- loop
 
 
-def train(rows: list[Row], cfg: Train, student: Student, task: str, out_dir: str, log_path: str) -> dict:
-    """Fine-tune a fresh LoRA on `rows`; save the adapter to `out_dir`, the
-    per-step log (CSV) to `log_path`, and return a summary.
+def train(
+    rows: list[Row], cfg: Train, student: Student, task: str, out_dir: str, live_dir: str, notes: dict | None = None
+) -> dict:
+    """Fine-tune a fresh LoRA on `rows`; save the adapter to `out_dir`, log every
+    optimiser step to the dvclive folder `live_dir` and return the run's summary
+    (what metrics.json holds: the last step's values, the run's totals and `notes`).
 
     With no rows (policy zeroshot) `out_dir` gets only a BASE marker.
     Works unchanged under `accelerate launch` with any number of processes.
@@ -176,12 +174,14 @@ def train(rows: list[Row], cfg: Train, student: Student, task: str, out_dir: str
     # before anything else fixes the process layout. It places the model (prepare);
     # BALDISTILL_DEVICE=cpu keeps it on the CPU, as it does the other steps (student.device).
     accelerator = Accelerator(cpu=wants_cpu())
+    live = open_log(live_dir) if accelerator.is_main_process else None
     if not rows:
-        if accelerator.is_main_process:
+        summary = {**run_summary(0, 0, 0, 0.0), **(notes or {})}
+        if live is not None:
             write_base_marker(out_dir)
-            write_log(log_path, [])
+            close_log(live, summary)
         accelerator.wait_for_everyone()
-        return _summary(0, 0, 0, 0.0, None)
+        return summary
     accum = accumulation_steps(cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes)
     accelerator.gradient_accumulation_steps = accum
     set_seed(cfg.seed)
@@ -202,27 +202,30 @@ def train(rows: list[Row], cfg: Train, student: Student, task: str, out_dir: str
     steps_per_epoch = math.ceil(len(loader) / accum)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
-    log, tokens, seconds = _loop(accelerator, model, optimizer, scheduler, loader, total_steps, steps_per_epoch)
+    log, seconds = _loop(accelerator, model, optimizer, scheduler, loader, total_steps, steps_per_epoch, live)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    summary = {
+        **log[-1],
+        **run_summary(len(log), len(rows), log[-1]["tokens"], seconds),
+        "micro_batch_size": cfg.micro_batch_size,
+        "gradient_accumulation_steps": accum,
+        "num_processes": accelerator.num_processes,
+        **(notes or {}),
+    }
+    if live is not None:
         save_adapter(accelerator.unwrap_model(model), out_dir)
-        write_log(log_path, log)
+        close_log(live, summary)
     accelerator.wait_for_everyone()
-    summary = _summary(len(log), len(rows), tokens, seconds, log[-1]["loss"] if log else None)
-    summary.update(
-        micro_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=accum,
-        num_processes=accelerator.num_processes,
-    )
     return summary
 
 
-def _loop(accelerator, model, optimizer, scheduler, loader, total_steps: int, steps_per_epoch: int):
-    """The optimisation loop; returns (per-step log records, tokens seen, seconds)."""
+def _loop(accelerator, model, optimizer, scheduler, loader, total_steps: int, steps_per_epoch: int, live):
+    """The optimisation loop; returns (per-step records, seconds). The main
+    process (`live` not None) logs each step as it ends."""
     log: list[dict] = []
     step, tokens, micro_losses, micro_tokens = 0, 0, [], 0
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not accelerator.is_local_main_process)
-    start = time.perf_counter()
+    start = step_start = time.perf_counter()
     for epoch in range(math.ceil(total_steps / steps_per_epoch)):
         for batch in loader:
             with accelerator.accumulate(model):
@@ -240,34 +243,40 @@ def _loop(accelerator, model, optimizer, scheduler, loader, total_steps: int, st
             scheduler.step()
             step += 1
             step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
-            tokens += int(accelerator.reduce(torch.tensor(micro_tokens, device=accelerator.device), reduction="sum"))
+            counted = torch.tensor(micro_tokens, device=accelerator.device)
+            step_tokens = int(accelerator.reduce(counted, reduction="sum"))
+            tokens += step_tokens
             micro_losses, micro_tokens = [], 0
-            log.append(
-                {
-                    "step": step,
-                    "epoch": round(step / steps_per_epoch, 4),
-                    "loss": round(step_loss, 6),
-                    "lr": lr,
-                    "tokens": tokens,
-                }
-            )
+            now = time.perf_counter()
+            record = {
+                "step": step,
+                "loss": round(step_loss, 6),
+                "lr": lr,
+                "tokens_per_s": round(step_tokens / (now - step_start), 2),
+                "epoch": round(step / steps_per_epoch, 4),
+                "tokens": tokens,
+            }
+            log.append(record)
+            if live is not None:
+                log_step(live, record)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch)
+            step_start = time.perf_counter()  # the log's own writes count to no step
             if step >= total_steps:
                 break
         if step >= total_steps:
             break
     bar.close()
-    return log, tokens, time.perf_counter() - start
+    return log, time.perf_counter() - start
 
 
-def _summary(steps: int, train_rows: int, tokens: int, seconds: float, final_loss: float | None) -> dict:
+def run_summary(steps: int, train_rows: int, tokens: int, seconds: float) -> dict:
+    """The run's totals; `overall_tokens_per_s` over the whole loop, beside each step's `tokens_per_s`."""
     return {
         "steps": steps,
         "train_rows": train_rows,
         "tokens": tokens,
-        "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
+        "overall_tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
         "seconds": round(seconds, 3),
-        "final_loss": final_loss,
         "peak_rss_mb": peak_rss_mb(),
     }
