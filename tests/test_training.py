@@ -19,7 +19,8 @@ from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
 from baldistill.student.encoding import build_prompt, encode_prompt
 from baldistill.student.model import BASE_MARKER, has_adapter, load_student, load_tokenizer
-from baldistill.student.training import IGNORE_INDEX, accumulation_steps, collate, encode_example, train
+from baldistill.student.training import accumulation_steps, train
+from baldistill.student.training_examples import IGNORE_INDEX, collate, encode_example
 from baldistill.student.training_log import STEP_METRICS, read_log
 
 SCRIPTS = Path(__file__).parent / "support"  # holds the scripts these tests run as subprocesses
@@ -108,6 +109,38 @@ def test_accumulation_keeps_the_effective_batch():
     assert accumulation_steps(16, 4, 1) == 4
     assert accumulation_steps(16, 4, 2) == 2
     assert accumulation_steps(4, 8, 1) == 1
+
+
+def first_step_loss(model_dir: str, tmp_path, micro_batch_size: int) -> float:
+    """The logged loss of a one-step run whose single step holds all four rows."""
+    params = make_params(model_dir, batch_size=4, micro_batch_size=micro_batch_size, epochs=1)
+    live = tmp_path / f"log-micro{micro_batch_size}"
+    train(make_rows(), params.train, params.student, "classification", str(tmp_path / "a"), str(live))
+    [step] = read_log(live)
+    return step["loss"]
+
+
+def test_the_trainer_s_loss_is_on_the_rationale_only(tiny_student_dir, tmp_path):
+    """A fresh LoRA starts as the base model (its B is 0), so the first step's loss is the
+    base model's cross-entropy over the four rows' targets: prompt tokens carry none."""
+    logged = first_step_loss(tiny_student_dir, tmp_path, micro_batch_size=4)
+    params = make_params(tiny_student_dir)
+    model, tokenizer = load_student(tiny_student_dir)
+    examples = [encode_example(r, tokenizer, load_prompts("classification"), params.student) for r in make_rows()]
+    batch = collate(examples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        on_targets = model(**batch).loss.item()
+        everything = model(**{**batch, "labels": batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)})
+    assert logged == pytest.approx(on_targets, abs=1e-5)
+    assert abs(everything.loss.item() - on_targets) > 1e-3  # so the test can tell the two apart
+
+
+def test_accumulated_micro_batches_make_the_same_step(tiny_student_dir, tmp_path):
+    """Batch 4 as 2 micro-batches of 2: the step sees the same rows and the same
+    (token-weighted) loss as one micro-batch of 4."""
+    assert first_step_loss(tiny_student_dir, tmp_path, 2) == pytest.approx(
+        first_step_loss(tiny_student_dir, tmp_path, 4), abs=1e-5
+    )
 
 
 def test_training_writes_adapter_log_and_summary(trained):
