@@ -35,11 +35,10 @@ def parse_setting(text: str) -> dict:
     return out
 
 
-def loss_ends(log_path: str) -> tuple[float, float, int]:
-    import csv
+def loss_ends(live_dir: str) -> tuple[float, float, int]:
+    from baldistill.student.training_log import read_log
 
-    with open(log_path) as f:
-        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    losses = [step["loss"] for step in read_log(live_dir)]
     head, tail = losses[:3], losses[-3:]
     return sum(head) / len(head), sum(tail) / len(tail), len(losses)
 
@@ -86,8 +85,8 @@ def run(train_path: str, settings: list[dict], zero_shot: bool) -> list[dict]:
         if "batch_size" in setting and "micro_batch_size" not in setting:
             cfg = cfg.model_copy(update={"micro_batch_size": min(cfg.micro_batch_size, cfg.batch_size)})
         with tempfile.TemporaryDirectory() as tmp:
-            summary = train(rows, cfg, params.student, info, f"{tmp}/adapter", f"{tmp}/log.csv")
-            first, last, steps = loss_ends(f"{tmp}/log.csv")
+            summary = train(rows, cfg, params.student, info, f"{tmp}/adapter", f"{tmp}/log")
+            first, last, steps = loss_ends(f"{tmp}/log")
             scores = score(params, f"{tmp}/adapter", validation)
         label = ",".join(f"{k}={v}" for k, v in setting.items()) or "params.yaml"
         results.append(

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from baldistill.core.metrics import score
+from baldistill.student.training_log import STEP_METRICS
 
 from support.dvc_project import REPO, dvc, make_project, ran_stages, run
 from support.teacher_fakeserver import FakeTeacher
@@ -185,11 +186,41 @@ def test_every_baseline_runs_through_the_same_pipeline(project, teacher, policy)
         assert sources == {"pool"}
 
 
-def test_budget_change_is_one_command(project, teacher):
-    exp = dvc(project, "exp", "run", "-S", "budget.total=9", "-S", "policy.name=adaptive")
+def shown_experiment(project, name: str) -> dict:
+    """The `data` of experiment `name` in `dvc exp show --json`."""
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    groups = [group for commit in shown for group in commit.get("experiments") or []]
+    [found] = [rev for group in groups for rev in group["revs"] if rev.get("name") == name]
+    return found
+
+
+def named_experiments(project) -> list[str]:
+    """Experiment refs, without DVC's own transient refs/exps/exec/ ones."""
+    refs = run(project, "git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+    return [ref for ref in refs if not ref.startswith("refs/exps/exec/")]
+
+
+def test_budget_change_is_one_command_and_exp_show_holds_each_stage_s_training(project, teacher):
+    before = named_experiments(project)
+    exp = dvc(project, "exp", "run", "-n", "budget9", "-S", "budget.total=9", "-S", "policy.name=adaptive")
     assert "prepare" not in set(ran_stages(exp.stdout))
     ledger = json.loads((project / "metrics/s1/teacher.json").read_text())
     assert ledger["calls_budgeted"] == 9
+    # dvclive's log of each stage's training is a metric of the experiment, as `dvc exp show` gives it
+    found = shown_experiment(project, "budget9")
+    for stage in ("s0", "s1"):
+        shown = found["data"]["metrics"][f"metrics/{stage}/train/metrics.json"]["data"]
+        assert shown == json.loads((project / f"metrics/{stage}/train/metrics.json").read_text())
+        assert shown["steps"] == shown["step"] >= 1 and shown["loss"] > 0 and shown["tokens_per_s"] > 0
+    plots = json.loads(dvc(project, "plots", "diff", "--json").stdout)["data"]
+    logged = {f"metrics/{stage}/train/plots/metrics/{name}.tsv" for stage in ("s0", "s1") for name in STEP_METRICS}
+    assert logged <= set(plots)
+    # and dvclive saved no experiment and put no file of its own in git: one new experiment,
+    # and under metrics/ it holds only DVC's .gitignore files (the outs are in DVC's cache)
+    assert len(named_experiments(project)) == len(before) + 1
+    committed = run(project, "git", "ls-tree", "-r", "--name-only", found["rev"]).stdout.split()
+    assert "metrics/s0/train/.gitignore" in committed
+    assert not [path for path in committed if path.startswith("metrics/") and not path.endswith("/.gitignore")]
 
 
 def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teacher, tmp_path_factory):

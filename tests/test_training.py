@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -16,12 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 from baldistill.core.dataset_info import DatasetInfo
-from baldistill.core.params import Params
+from baldistill.core.params import Params, Student
 from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
 from baldistill.student.encoding import build_prompt, encode_prompt
 from baldistill.student.model import BASE_MARKER, has_adapter, load_student, load_tokenizer
-from baldistill.student.training import IGNORE_INDEX, accumulation_steps, collate, encode_example, train
+from baldistill.student.training import accumulation_steps, train
+from baldistill.student.training_examples import IGNORE_INDEX, collate, encode_example
+from baldistill.student.training_log import STEP_METRICS, read_log
 
 SCRIPTS = Path(__file__).parent / "support"  # holds the scripts these tests run as subprocesses
 LABELS = ["earn", "acq", "gold", "crude"]
@@ -53,11 +54,6 @@ def make_rows(rationale: bool = True) -> list[Row]:
     ]
 
 
-def read_log(path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def adapter_weights(out_dir) -> dict[str, torch.Tensor]:
     return load_file(str(Path(out_dir) / "adapter_model.safetensors"))
 
@@ -67,7 +63,9 @@ def trained(tiny_student_dir, tmp_path_factory):
     """One short run shared by the tests that only read its outputs."""
     out = tmp_path_factory.mktemp("train")
     params = make_params(tiny_student_dir)
-    summary = train(make_rows(), params.train, params.student, INFO, str(out / "adapter"), str(out / "log.csv"))
+    summary = train(
+        make_rows(), params.train, params.student, INFO, str(out / "adapter"), str(out / "log"), {"note": 1}
+    )
     return out, summary
 
 
@@ -88,8 +86,9 @@ def test_prompt_tokens_are_masked_and_target_is_trained(tiny_student_dir):
 def test_label_only_rows_train_on_the_answer_sentence(tiny_student_dir):
     tokenizer = load_tokenizer(tiny_student_dir)
     params = make_params(tiny_student_dir)
-    prompts = load_prompts("classification", LABELS)
-    example = encode_example(make_rows(rationale=False)[1], tokenizer, prompts, params.student)
+    example = encode_example(
+        make_rows(rationale=False)[1], tokenizer, load_prompts("classification", LABELS), params.student
+    )
     target = [t for t in example.labels if t != IGNORE_INDEX]
     assert tokenizer.decode(target) == f"The answer is acq.{tokenizer.eos_token}"
 
@@ -116,38 +115,90 @@ def test_accumulation_keeps_the_effective_batch():
     assert accumulation_steps(4, 8, 1) == 1
 
 
+def first_step_loss(model_dir: str, tmp_path, micro_batch_size: int) -> float:
+    """The logged loss of a one-step run whose single step holds all four rows."""
+    params = make_params(model_dir, batch_size=4, micro_batch_size=micro_batch_size, epochs=1)
+    live = tmp_path / f"log-micro{micro_batch_size}"
+    train(make_rows(), params.train, params.student, INFO, str(tmp_path / "a"), str(live))
+    [step] = read_log(live)
+    return step["loss"]
+
+
+def test_the_trainer_s_loss_is_on_the_rationale_only(tiny_student_dir, tmp_path):
+    """A fresh LoRA starts as the base model (its B is 0), so the first step's loss is the
+    base model's cross-entropy over the four rows' targets: prompt tokens carry none."""
+    logged = first_step_loss(tiny_student_dir, tmp_path, micro_batch_size=4)
+    params = make_params(tiny_student_dir)
+    model, tokenizer = load_student(tiny_student_dir)
+    examples = [
+        encode_example(r, tokenizer, load_prompts("classification", LABELS), params.student) for r in make_rows()
+    ]
+    batch = collate(examples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        on_targets = model(**batch).loss.item()
+        everything = model(**{**batch, "labels": batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)})
+    assert logged == pytest.approx(on_targets, abs=1e-5)
+    assert abs(everything.loss.item() - on_targets) > 1e-3  # so the test can tell the two apart
+
+
+def test_accumulated_micro_batches_make_the_same_step(tiny_student_dir, tmp_path):
+    """Batch 4 as 2 micro-batches of 2: the step sees the same rows and the same
+    (token-weighted) loss as one micro-batch of 4."""
+    assert first_step_loss(tiny_student_dir, tmp_path, 2) == pytest.approx(
+        first_step_loss(tiny_student_dir, tmp_path, 4), abs=1e-5
+    )
+
+
 def test_training_writes_adapter_log_and_summary(trained):
     out, summary = trained
     assert has_adapter(out / "adapter")
     assert not (out / "adapter" / BASE_MARKER).exists()
-    log = read_log(out / "log.csv")
-    assert list(log[0]) == ["step", "epoch", "loss", "lr", "tokens"]
+    log = read_log(out / "log")
+    assert [sorted(step) for step in log] == [sorted(("step", *STEP_METRICS))] * 3
+    assert [step["step"] for step in log] == [1, 2, 3]  # optimiser steps, counted from 1
     assert len(log) == summary["steps"] == 3  # 4 rows / batch 4 = 1 step per epoch, 3 epochs
     assert summary["train_rows"] == 4 and summary["gradient_accumulation_steps"] == 2
-    assert summary["tokens"] == int(log[-1]["tokens"]) > 0
-    assert summary["tokens_per_s"] > 0 and summary["peak_rss_mb"] > 0
-    assert float(log[0]["lr"]) == pytest.approx(1e-2)  # linear decay from lr, no warmup
-    assert float(log[1]["lr"]) < float(log[0]["lr"])
+    assert summary["tokens"] == log[-1]["tokens"] > log[0]["tokens"] > 0
+    assert [step["epoch"] for step in log] == [1.0, 2.0, 3.0]
+    assert all(step["tokens_per_s"] > 0 for step in log)
+    assert summary["overall_tokens_per_s"] > 0 and summary["peak_rss_mb"] > 0
+    assert log[0]["lr"] == pytest.approx(1e-2)  # linear decay from lr, no warmup
+    assert log[1]["lr"] < log[0]["lr"]
+
+
+def test_the_log_is_dvclive_s_and_only_the_throughput_depends_on_the_clock(trained):
+    """metrics.json (what `dvc exp show` reads) holds the summary and the last step;
+    the TSVs have no timestamp column, so re-running gives the same loss/lr files."""
+    out, summary = trained
+    metrics = json.loads((out / "log" / "metrics.json").read_text())
+    assert metrics == summary and metrics["note"] == 1 and metrics["step"] == 3
+    assert metrics["loss"] == read_log(out / "log")[-1]["loss"]
+    headers = {name: (out / "log/plots/metrics" / f"{name}.tsv").read_text().splitlines()[0] for name in STEP_METRICS}
+    assert headers == {name: f"step\t{name}" for name in STEP_METRICS}
+    assert sorted(p.name for p in (out / "log").iterdir()) == ["metrics.json", "plots"]  # no dvc.yaml, no report
 
 
 def test_loss_decreases_on_a_repeated_small_set(trained):
     out, summary = trained
-    losses = [float(r["loss"]) for r in read_log(out / "log.csv")]
+    losses = [step["loss"] for step in read_log(out / "log")]
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0]
-    assert summary["final_loss"] == pytest.approx(losses[-1])
+    assert summary["loss"] == pytest.approx(losses[-1])
 
 
 def test_each_call_trains_a_fresh_lora(tiny_student_dir, trained, tmp_path):
     """Same rows and seed -> the same weights: nothing carries over from the earlier run."""
     first, _ = trained
     params = make_params(tiny_student_dir)
-    train(make_rows(), params.train, params.student, INFO, str(tmp_path / "again"), str(tmp_path / "log.csv"))
+    train(make_rows(), params.train, params.student, INFO, str(tmp_path / "again"), str(tmp_path / "log"))
     a, b = adapter_weights(first / "adapter"), adapter_weights(tmp_path / "again")
     assert a.keys() == b.keys() and a
     assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("loss", "lr", "epoch", "tokens"):  # the step files DVC caches are the same on a re-run
+        tsv = f"plots/metrics/{name}.tsv"
+        assert (tmp_path / "log" / tsv).read_bytes() == (first / "log" / tsv).read_bytes()
     other = make_params(tiny_student_dir, seed=1)
-    train(make_rows(), other.train, other.student, INFO, str(tmp_path / "seed1"), str(tmp_path / "log1.csv"))
+    train(make_rows(), other.train, other.student, INFO, str(tmp_path / "seed1"), str(tmp_path / "log1"))
     c = adapter_weights(tmp_path / "seed1")
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
@@ -166,12 +217,14 @@ def test_zero_rows_write_a_base_marker(tiny_student_dir, tmp_path):
     out.mkdir()
     (out / "stale.bin").write_bytes(b"old")
     params = make_params(tiny_student_dir)
-    summary = train([], params.train, params.student, INFO, str(out), str(tmp_path / "log.csv"))
+    (tmp_path / "log/plots/metrics").mkdir(parents=True)
+    (tmp_path / "log/plots/metrics/loss.tsv").write_text("step\tloss\n1\t9.0\n")  # an earlier run's
+    summary = train([], params.train, params.student, INFO, str(out), str(tmp_path / "log"))
     assert sorted(p.name for p in out.iterdir()) == [BASE_MARKER]
     assert has_adapter(out) is False
-    assert summary["steps"] == 0 and summary["train_rows"] == 0 and summary["final_loss"] is None
-    assert read_log(tmp_path / "log.csv") == []
-    assert (tmp_path / "log.csv").read_text().startswith("step,epoch,loss,lr,tokens")
+    assert summary["steps"] == 0 and summary["train_rows"] == 0 and "loss" not in summary
+    assert read_log(tmp_path / "log") == []  # every step file there, header only
+    assert json.loads((tmp_path / "log/metrics.json").read_text()) == summary
 
 
 def _free_port() -> int:
@@ -189,7 +242,7 @@ def test_train_runs_under_accelerate_launch_with_two_processes(tiny_student_dir,
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         str(SCRIPTS / "train_tiny.py"),
-        tiny_student_dir, str(tmp_path / "adapter"), str(tmp_path / "log.csv"), str(tmp_path / "summary.json"),
+        tiny_student_dir, str(tmp_path / "adapter"), str(tmp_path / "log"), str(tmp_path / "summary.json"),
     ]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -197,10 +250,10 @@ def test_train_runs_under_accelerate_launch_with_two_processes(tiny_student_dir,
     assert summary["num_processes"] == 2
     assert summary["gradient_accumulation_steps"] == 2  # batch 4 = micro 1 x 2 steps x 2 processes
     assert has_adapter(tmp_path / "adapter")
-    log = read_log(tmp_path / "log.csv")
+    log = read_log(tmp_path / "log")
     assert len(log) == summary["steps"] == 2
-    assert all(math.isfinite(float(r["loss"])) for r in log)
-    assert int(log[-1]["tokens"]) == summary["tokens"] > 0
+    assert all(math.isfinite(r["loss"]) for r in log)
+    assert log[-1]["tokens"] == summary["tokens"] > 0
 
 
 @pytest.mark.slow
@@ -213,13 +266,13 @@ def test_real_student_trains_two_steps(tmp_path):
             params.student,
             INFO,
             str(tmp_path / "adapter"),
-            str(tmp_path / "log.csv"),
+            str(tmp_path / "log"),
         )
     except Exception as exc:  # not set up on this machine
         if "not set up" in str(exc):
             pytest.skip(str(exc))
         raise
-    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
+    assert summary["steps"] == 2 and math.isfinite(summary["loss"])
     assert has_adapter(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size > 100_000
 
@@ -238,3 +291,9 @@ def test_gradient_checkpointing_when_params_ask_for_it(tiny_student_dir):
     assert any(g.abs().sum() > 0 for g in grads)
     plain, _ = fresh_lora_student(params.student, gradient_checkpointing=False)
     assert not plain.base_model.model.is_gradient_checkpointing
+
+
+def test_the_train_step_reads_every_student_key():
+    """stages/train.py passes the student section on leaf by leaf (dvc.yaml lists those
+    keys); a key added to the section must be read there too, or left out on purpose."""
+    assert set(Student.model_fields) == {"model", "lora", "max_input_tokens", "max_rationale_tokens"}

@@ -232,7 +232,7 @@ def summary(params_path) -> None:
         "per-domain scores": str(last.per_domain_csv),
         "per-domain chart": str(last.per_domain_png),
         "predictions": str(last.predictions),
-        "training loss": str(last.train_log),
+        "training loss": str(last.train_live / "plots/metrics/loss.tsv"),
         "long-tail chart": str(layout.LONGTAIL_PNG),
     }
     info, counts = read_json(layout.INFO), read_json(layout.COUNTS)

@@ -10,10 +10,12 @@ from pathlib import Path
 from support.pipeline_contract import Stage, covers
 
 AUDIT_HOOK_DIR = Path(__file__).parent / "audit"
-# Under the project root but no step's business: DVC's and git's own files; the
-# params file, whose keys the params check covers; the teacher cache (answers
-# shared by every experiment; what a step used is exported into its outs).
-IGNORED = (".dvc/", ".git/", "params.yaml", ".baldistill/")
+# Under the project root but no step's business: DVC's and git's own files (the
+# root .dvcignore and .gitignore are read by DVC's Repo, which dvclive opens in
+# the train step); the params file, whose keys the params check covers; the
+# teacher cache (answers shared by every experiment; what a step used is
+# exported into its outs).
+IGNORED = (".dvc/", ".git/", ".dvcignore", ".gitignore", "params.yaml", ".baldistill/")
 
 
 @dataclass

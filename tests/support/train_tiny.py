@@ -14,7 +14,7 @@ from baldistill.core.rows import Row
 from baldistill.student.training import train
 
 
-def main(model_dir: str, out_dir: str, log_path: str, summary_path: str) -> None:
+def main(model_dir: str, out_dir: str, live_dir: str, summary_path: str) -> None:
     params = Params.model_validate(
         {
             "budget": {"total": 8},
@@ -35,7 +35,7 @@ def main(model_dir: str, out_dir: str, log_path: str, summary_path: str) -> None
         for i, d in enumerate(labels)
     ]
     summary = train(
-        rows, params.train, params.student, DatasetInfo("tiny", "classification", labels), out_dir, log_path
+        rows, params.train, params.student, DatasetInfo("tiny", "classification", labels), out_dir, live_dir
     )
     if PartialState().is_main_process:
         with open(summary_path, "w", encoding="utf-8") as handle:

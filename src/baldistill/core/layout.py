@@ -75,8 +75,9 @@ class StagePaths:
         return self.dir / f"{step}_responses.jsonl"
 
     @property
-    def train_log(self) -> Path:
-        return self.dir / "train_log.csv"
+    def train_live(self) -> Path:
+        """The train step's dvclive folder: metrics.json (the summary) and plots/metrics/*.tsv (per step)."""
+        return self.metrics_dir / "train"
 
     @property
     def adapter(self) -> Path:

@@ -1,20 +1,23 @@
-"""LoRA fine-tuning of the student on one stage's training rows.
+"""LoRA fine-tuning of the student on one stage's training rows, by transformers' Trainer.
 
 Section 3.6: at every stage the student is re-initialised and fine-tuned from
 scratch on everything gathered so far. So `train` always loads the base
-model from disk and wraps it in a fresh LoRA; it never sees the previous
-stage's adapter. The sequence is the exact student prompt (build_prompt, the
-text seen at selection and evaluation) followed by the target (rationale and
-answer sentence, build_target); only target tokens carry loss.
+model from disk and wraps it in a fresh LoRA (peft); it never sees the
+previous stage's adapter. Rows become prompt + target token ids with the loss
+on the target only (student.training_examples).
 
-The loop is plain PyTorch with `accelerate` (prepare / accumulate / backward),
-so `accelerate launch --num_processes N` spreads it over processes or GPUs
-with no code change; gradient accumulation keeps the effective batch at
-train.batch_size whatever the process count.
+transformers' Trainer owns the loop (AdamW, linear schedule, clipping at 1.0,
+gradient accumulation); it runs on accelerate, so `accelerate launch
+--num_processes N` spreads it over processes or GPUs with no code change, and
+the accumulation keeps the effective batch at train.batch_size whatever the
+process count. It replaced a hand-written accelerate loop after
+bench/train.py --compare measured both side by side (docs/benchmarks.md,
+"Trainer or our loop"). A step's loss is the Trainer's: the token-weighted
+mean over the step's micro-batches and processes.
 
-The CSV log has one row per optimiser step: step, epoch (fractional),
-loss (mean over the step's micro-batches and processes), lr (the rate the
-step used) and tokens (cumulative non-padding tokens, all processes).
+Each optimiser step's loss, learning rate, tokens/s, epoch and tokens go to a
+dvclive folder (student.training_log), with the run's summary in its
+metrics.json: the train step's DVC metrics and plots.
 """
 
 from __future__ import annotations
@@ -25,77 +28,34 @@ import resource
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from accelerate import Accelerator
+from accelerate import PartialState
 from accelerate.utils import set_seed
 from peft import LoraConfig, get_peft_model
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from baldistill.core.dataset_info import DatasetInfo
-from baldistill.core.files import write_csv
 from baldistill.core.params import Lora, Student, Train
 from baldistill.core.rows import Row
-from baldistill.prompts import Prompts, load_prompts
+from baldistill.prompts import load_prompts
 from baldistill.student.device import wants_cpu
-from baldistill.student.encoding import build_prompt, build_target, encode_prompt, encode_target
 from baldistill.student.model import BASE_MARKER, load_student
+from baldistill.student.training_examples import Example, collate, encode_example
+from baldistill.student.training_log import close_log, log_step, open_log
 
-IGNORE_INDEX = -100  # label value cross-entropy skips: prompt and padding tokens
-MAX_GRAD_NORM = 1.0  # transformers.Trainer's default clipping
-LOG_FIELDS = ("step", "epoch", "loss", "lr", "tokens")
-
-
-@dataclass(frozen=True)
-class Example:
-    input_ids: list[int]
-    labels: list[int]
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def target_text(row: Row, prompts: Prompts) -> str:
-    """The rationale, or for a label-only row (policy random_label) just the
-    answer sentence, so both kinds teach the format evaluation parses."""
-    if row.rationale and row.rationale.strip():
-        return row.rationale
-    return prompts.render("answer_format", label=row.label)
-
-
-def encode_example(row: Row, tokenizer: PreTrainedTokenizerBase, prompts: Prompts, student: Student) -> Example:
-    """Token ids of prompt + target, with the prompt masked out of the labels.
-
-    Prompt and target are tokenised apart (student.encode_*), so the prompt
-    ids are exactly those the student sees at generation time.
-    """
-    prompt = build_prompt(tokenizer, prompts, row.input, student.max_input_tokens)
-    target = build_target(target_text(row, prompts), tokenizer, student.max_rationale_tokens)
-    prompt_ids, target_ids = encode_prompt(tokenizer, prompt), encode_target(tokenizer, target)
-    return Example(prompt_ids + target_ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids)
-
-
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad one micro-batch to its own longest row (dynamic padding)."""
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[i, :n] = torch.tensor(e.input_ids)
-        labels[i, :n] = torch.tensor(e.labels)
-        mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+MAX_GRAD_NORM = 1.0  # gradient clipping (the Trainer's default, written out)
 
 
 def accumulation_steps(batch_size: int, micro_batch_size: int, num_processes: int) -> int:
     """Micro-batches per optimiser step so that micro x steps x processes ~= batch_size."""
     return max(1, round(batch_size / (micro_batch_size * num_processes)))
+
+
+def steps_per_epoch(rows: int, micro_batch_size: int, num_processes: int, accumulation: int) -> int:
+    """Optimiser steps in one pass over `rows`; the last step of an epoch may hold fewer micro-batches."""
+    batches_per_process = math.ceil(math.ceil(rows / micro_batch_size) / num_processes)
+    return math.ceil(batches_per_process / accumulation)
 
 
 # ----------------------------------------------------------------------------- model
@@ -139,10 +99,6 @@ def write_base_marker(out_dir: str | Path) -> None:
     (out / BASE_MARKER).write_text("base model, no adapter\n")
 
 
-def write_log(path: str | Path, records: list[dict]) -> None:
-    write_csv(path, LOG_FIELDS, records)
-
-
 def save_adapter(model, out_dir: str | Path) -> None:
     """Save only the LoRA weights, into a temp dir renamed over `out_dir`."""
     out = Path(out_dir)
@@ -163,112 +119,135 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-# ----------------------------------------------------------------------------- loop
-
-
-def train(rows: list[Row], cfg: Train, student: Student, info: DatasetInfo, out_dir: str, log_path: str) -> dict:
-    """Fine-tune a fresh LoRA on `rows`; save the adapter to `out_dir`, the
-    per-step log (CSV) to `log_path`, and return a summary.
-
-    With no rows (policy zeroshot) `out_dir` gets only a BASE marker.
-    Works unchanged under `accelerate launch` with any number of processes.
-    """
-    # Accelerator first: it reads the launcher's environment (ACCELERATE_USE_CPU...)
-    # before anything else fixes the process layout. It places the model (prepare);
-    # BALDISTILL_DEVICE=cpu keeps it on the CPU, as it does the other steps (student.device).
-    accelerator = Accelerator(cpu=wants_cpu())
-    if not rows:
-        if accelerator.is_main_process:
-            write_base_marker(out_dir)
-            write_log(log_path, [])
-        accelerator.wait_for_everyone()
-        return _summary(0, 0, 0, 0.0, None)
-    accum = accumulation_steps(cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes)
-    accelerator.gradient_accumulation_steps = accum
-    set_seed(cfg.seed)
-    model, tokenizer = fresh_lora_student(student, cfg.gradient_checkpointing)
-    prompts = load_prompts(info.task, info.labels)  # the student prompt lists the label set
-    examples = [encode_example(row, tokenizer, prompts, student) for row in rows]
-    loader = DataLoader(
-        examples,
-        batch_size=cfg.micro_batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        collate_fn=lambda batch: collate(batch, tokenizer.pad_token_id),
-    )
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    steps_per_epoch = math.ceil(len(loader) / accum)
-    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
-    log, tokens, seconds = _loop(accelerator, model, optimizer, scheduler, loader, total_steps, steps_per_epoch)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_adapter(accelerator.unwrap_model(model), out_dir)
-        write_log(log_path, log)
-    accelerator.wait_for_everyone()
-    summary = _summary(len(log), len(rows), tokens, seconds, log[-1]["loss"] if log else None)
-    summary.update(
-        micro_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=accum,
-        num_processes=accelerator.num_processes,
-    )
-    return summary
-
-
-def _loop(accelerator, model, optimizer, scheduler, loader, total_steps: int, steps_per_epoch: int):
-    """The optimisation loop; returns (per-step log records, tokens seen, seconds)."""
-    log: list[dict] = []
-    step, tokens, micro_losses, micro_tokens = 0, 0, [], 0
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not accelerator.is_local_main_process)
-    start = time.perf_counter()
-    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-                optimizer.step()
-                optimizer.zero_grad()
-            micro_losses.append(loss.detach())
-            micro_tokens += int(batch["attention_mask"].sum())
-            if not accelerator.sync_gradients:
-                continue
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            step += 1
-            step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
-            tokens += int(accelerator.reduce(torch.tensor(micro_tokens, device=accelerator.device), reduction="sum"))
-            micro_losses, micro_tokens = [], 0
-            log.append(
-                {
-                    "step": step,
-                    "epoch": round(step / steps_per_epoch, 4),
-                    "loss": round(step_loss, 6),
-                    "lr": lr,
-                    "tokens": tokens,
-                }
-            )
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch)
-            if step >= total_steps:
-                break
-        if step >= total_steps:
-            break
-    bar.close()
-    return log, tokens, time.perf_counter() - start
-
-
-def _summary(steps: int, train_rows: int, tokens: int, seconds: float, final_loss: float | None) -> dict:
+def run_summary(steps: int, train_rows: int, tokens: int, seconds: float) -> dict:
+    """The run's totals; `overall_tokens_per_s` over the whole loop, beside each step's `tokens_per_s`."""
     return {
         "steps": steps,
         "train_rows": train_rows,
         "tokens": tokens,
-        "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
+        "overall_tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
         "seconds": round(seconds, 3),
-        "final_loss": final_loss,
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+# ----------------------------------------------------------------------------- the Trainer
+
+
+class StepRecords(TrainerCallback):
+    """Each optimiser step's record from the Trainer's log (every step), timed
+    from the end of the step before it; the main process (`live` not None)
+    logs it to dvclive as it comes."""
+
+    def __init__(self, live, steps_per_epoch: int):
+        self.live, self.steps_per_epoch = live, steps_per_epoch
+        self.records: list[dict] = []
+        self.tokens = 0
+        self.mark = self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.mark = self.started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:  # the end-of-training summary has train_loss instead
+            return
+        step_tokens = state.num_input_tokens_seen - self.tokens  # non-padding, all processes
+        self.tokens = state.num_input_tokens_seen
+        record = {
+            "step": state.global_step,
+            "loss": round(logs["loss"], 6),
+            "lr": logs["learning_rate"],  # the rate this step used (logged before the scheduler steps)
+            "tokens_per_s": round(step_tokens / (time.perf_counter() - self.mark), 2),
+            "epoch": round(state.global_step / self.steps_per_epoch, 4),
+            "tokens": self.tokens,
+        }
+        self.records.append(record)
+        if self.live is not None:
+            log_step(self.live, record)
+        self.mark = time.perf_counter()  # the log's own writes count to no step
+
+
+def training_arguments(cfg: Train, accumulation: int, per_epoch: int, scratch: str, main: bool) -> TrainingArguments:
+    """train.* as the Trainer's arguments; the Trainer saves nothing and reports to no one (StepRecords logs)."""
+    total_steps = max(1, math.ceil(cfg.epochs * per_epoch))  # what the Trainer computes from num_train_epochs
+    return TrainingArguments(
+        output_dir=scratch,
+        per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        num_train_epochs=cfg.epochs,
+        lr_scheduler_type="linear",
+        warmup_steps=round(cfg.warmup_ratio * total_steps),  # a whole number of steps, rounded
+        max_grad_norm=MAX_GRAD_NORM,
+        seed=cfg.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,  # the rows are model inputs already
+        label_names=["labels"],
+        use_cpu=wants_cpu(),
+        ddp_find_unused_parameters=False,  # every LoRA weight is used in every step
+        disable_tqdm=not main,
+    )
+
+
+def train(
+    rows: list[Row],
+    cfg: Train,
+    student: Student,
+    info: DatasetInfo,
+    out_dir: str,
+    live_dir: str,
+    notes: dict | None = None,
+) -> dict:
+    """Fine-tune a fresh LoRA on `rows`; save the adapter to `out_dir`, log every
+    optimiser step to the dvclive folder `live_dir` and return the run's summary
+    (what metrics.json holds: the last step's values, the run's totals and `notes`).
+
+    With no rows (policy zeroshot) `out_dir` gets only a BASE marker.
+    Works unchanged under `accelerate launch` with any number of processes.
+    """
+    # The process layout first: PartialState reads the launcher's environment
+    # (ACCELERATE_USE_CPU...); BALDISTILL_DEVICE=cpu keeps training on the CPU, as
+    # it does the other steps (student.device).
+    state = PartialState(cpu=wants_cpu())
+    live = open_log(live_dir) if state.is_main_process else None
+    if not rows:
+        summary = {**run_summary(0, 0, 0, 0.0), **(notes or {})}
+        if live is not None:
+            write_base_marker(out_dir)
+            close_log(live, summary)
+        state.wait_for_everyone()
+        return summary
+    accumulation = accumulation_steps(cfg.batch_size, cfg.micro_batch_size, state.num_processes)
+    set_seed(cfg.seed)  # the LoRA's initial weights
+    model, tokenizer = fresh_lora_student(student, cfg.gradient_checkpointing)
+    prompts = load_prompts(info.task, info.labels)  # the student prompt lists the label set
+    examples = [encode_example(row, tokenizer, prompts, student) for row in rows]
+    per_epoch = steps_per_epoch(len(examples), cfg.micro_batch_size, state.num_processes, accumulation)
+    steps = StepRecords(live, per_epoch)
+    with tempfile.TemporaryDirectory() as scratch:  # the Trainer wants an output_dir; nothing lands there
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(cfg, accumulation, per_epoch, scratch, state.is_local_main_process),
+            train_dataset=[{"input_ids": e.input_ids, "labels": e.labels} for e in examples],
+            data_collator=lambda batch: collate([Example(**item) for item in batch], tokenizer.pad_token_id),
+            callbacks=[steps],
+        )
+        trainer.train()
+    seconds, log = time.perf_counter() - steps.started, steps.records
+    summary = {
+        **log[-1],
+        **run_summary(len(log), len(rows), log[-1]["tokens"], seconds),
+        "micro_batch_size": cfg.micro_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "num_processes": state.num_processes,
+        **(notes or {}),
+    }
+    if live is not None:
+        save_adapter(trainer.accelerator.unwrap_model(trainer.model), out_dir)
+        close_log(live, summary)
+    state.wait_for_everyone()
+    return summary
