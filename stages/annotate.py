@@ -13,8 +13,9 @@ from baldistill.core.policies import policy_spec
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
 from baldistill.teacher.annotation import annotate, keep_gold_labels
-from baldistill.teacher.endpoint import open_client, step_payer
-from baldistill.teacher.usage import add_usage, usd_paid
+from baldistill.teacher.endpoint import open_client
+from baldistill.teacher.journal import step_payer
+from baldistill.teacher.usage import add_usage, usd_spent
 
 
 @stage_command("stage", "previous")
@@ -27,7 +28,7 @@ def main(stage: str, previous: str) -> None:
     earlier = read_json(layout.StagePaths(previous).ledger)
     if policy_spec(params.policy.name).annotates:
         info = DatasetInfo.load(layout.INFO)
-        spent = usd_paid(earlier) + usd_paid(synthesized["teacher"])
+        spent = usd_spent(earlier) + usd_spent(synthesized["teacher"])
         cap = {"max_usd": params.budget.max_usd, "spent_usd": spent, "payer": step_payer("annotate", stage)}
         with open_client(params.teacher, budget=len(todo), **cap) as client:
             rows, report = annotate(todo, k, params.teacher, params.data.max_input_chars, info, client)

@@ -12,9 +12,10 @@ from baldistill.core.files import read_json, write_json
 from baldistill.core.params import load_params, stage_index
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
-from baldistill.teacher.endpoint import open_client, step_payer
+from baldistill.teacher.endpoint import open_client
+from baldistill.teacher.journal import step_payer
 from baldistill.teacher.synthesis import synthesize, with_earlier_rationales
-from baldistill.teacher.usage import usd_paid
+from baldistill.teacher.usage import usd_spent
 
 
 @stage_command("stage", "previous")
@@ -25,7 +26,7 @@ def main(stage: str, previous: str) -> None:
     pool = with_earlier_rationales(read_rows(layout.POOL), read_rows(layout.StagePaths(previous).train_set))
     info, k = DatasetInfo.load(layout.INFO), stage_index(stage)
     teacher, seed, max_input_chars = params.teacher, params.policy.seed, params.data.max_input_chars
-    spent = usd_paid(read_json(layout.StagePaths(previous).ledger))  # by the run's earlier stages
+    spent = usd_spent(read_json(layout.StagePaths(previous).ledger))  # by the run's earlier stages
     cap = {"max_usd": params.budget.max_usd, "spent_usd": spent, "payer": step_payer("synthesize", stage)}
     with open_client(teacher, budget=sum(quota.values()), **cap) as client:
         held_out = [r.input for path in (layout.TEST, layout.VALIDATION) for r in read_rows(path)]

@@ -48,11 +48,12 @@ def test_spend_sums_the_journal_per_model_and_run_and_the_ledger_shows_the_savin
 
     out = spend(tmp_path, cache_dir)
     model = out["by_model"]["fake-teacher"]
-    assert model["calls"] == 3 + 2 == first.calls_paid + second.calls_paid
+    assert model["attempts_billed"] == 3 + 2 == first.calls_paid + second.calls_paid
     assert model["usd"] == pytest.approx(first.usd_paid + second.usd_paid)
     assert model["prompt_tokens"] == first.prompt_tokens + second.prompt_tokens
-    assert {run: t["calls"] for run, t in out["by_run"].items()} == {"exp-a": 3, "exp-b": 2}
-    assert out["unjournalled"] == {"calls": 1, "prompt_tokens": 7, "completion_tokens": 3, "usd": 0.0}
+    assert {run: t["attempts_billed"] for run, t in out["by_run"].items()} == {"exp-a": 3, "exp-b": 2}
+    assert model["attempts_unknown"] == 0 and model["usd_unknown"] == 0
+    assert out["unjournalled"]["attempts_billed"] == 1 and out["unjournalled"]["prompt_tokens"] == 7
     saved = out["runs"]["workspace"]
     assert (saved["calls_budgeted"], saved["calls_paid"], saved["from_cache"]) == (5, 2, 3)
     assert saved["usd_saved"] == pytest.approx(first.usd_paid) and first.usd_paid > 0  # the 3 exp-a had paid

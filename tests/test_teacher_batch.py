@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -29,6 +28,7 @@ from support.child_step import start_child, wait_for
 from support.fake_batch_server import FakeBatchServer, result_line
 from support.teacher_fakeserver import completion, default_content
 from support.teacher_helpers import SECRET, files_contain, make_client, make_params, pool_rows
+from support.teacher_helpers import journal as entries
 
 BATCH_PRICE = Price(0.5, 1.0)  # price (1.0, 2.0) at the default batch_factor 0.5
 
@@ -46,10 +46,9 @@ def batch_client(server: FakeBatchServer, cache_dir: Path, **kw):
     return make_client(server.base_url, cache_dir, **{**options, **kw})
 
 
-def journal(cache_dir: Path) -> list[tuple[str, str, float]]:
-    """The cache's spend journal: (key, payer, usd) of every answer paid for."""
-    with sqlite3.connect(cache_dir / "cache.sqlite") as db:
-        return db.execute("SELECT key, payer, usd FROM spend ORDER BY id").fetchall()
+def journal(cache_dir: Path, state: str = "billed") -> list[tuple[str, str, float]]:
+    """The cache's payment journal: (key, payer, usd) of every attempt billed (or of `state`)."""
+    return [(key, payer, usd) for key, payer, usd, _ in entries(cache_dir, state)]
 
 
 def test_one_job_answers_every_miss_at_batch_price_and_a_rerun_sends_nothing(tmp_path):
@@ -109,7 +108,7 @@ def test_a_step_killed_while_its_job_runs_polls_the_same_job_when_run_again(tmp_
     out = read_rows(tmp_path / "out.jsonl", teacher=True)
     assert sorted(r.id for r in out) == sorted(r.id for r in rows)
     with RequestCache(tmp_path / "cache") as cache:
-        assert cache.open_batches("test|workspace|annotate@s0", server.base_url) == []
+        assert cache.jobs.open("test|workspace|annotate@s0", server.base_url) == []
     assert files_contain(tmp_path, SECRET) == []
 
 
@@ -117,9 +116,9 @@ def test_a_recorded_job_the_server_does_not_know_is_closed_and_the_requests_go_i
     asked = requests(2)
     with FakeBatchServer() as server:
         client = batch_client(server, tmp_path / "cache")
-        client.cache.add_batch("batch_lost", "test|step@s0", server.base_url, [client.key(r) for r in asked])
+        client.cache.jobs.add("batch_lost", "test|step@s0", server.base_url, [client.key(r) for r in asked])
         _, usage = client.run_batch(asked)
-        assert client.cache.open_batches("test|step@s0", server.base_url) == []
+        assert client.cache.jobs.open("test|step@s0", server.base_url) == []
     assert usage.batch_ids == ["batch_0"] and usage.calls_paid == 2 and len(server.jobs) == 1
 
 
@@ -137,6 +136,9 @@ def test_failed_lines_and_an_expired_jobs_missing_requests_go_again_alone_once(t
     assert sorted(second.custom_ids) == sorted(client.key(r) for r in asked[1:4])
     assert Counter(server.answered) == Counter(client.key(r) for r in asked)  # each answered once
     assert sorted(k for k, _, _ in journal(tmp_path / "cache")) == sorted(server.answered)
+    # The lines the first job failed or left out were journalled before it ran, and settled as not billed.
+    assert sorted(k for k, _, _ in journal(tmp_path / "cache", "unbilled")) == sorted(second.custom_ids)
+    assert journal(tmp_path / "cache", "unknown") == [] and usage.usd_unknown == 0
     assert (usage.calls_paid, usage.retries, usage.http_attempts, usage.batch_ids) == (6, 3, 9, [first.id, second.id])
     assert all(r.content and not r.cached for r in responses)
 
@@ -159,6 +161,7 @@ def test_a_line_that_always_fails_stops_after_max_retries_jobs_and_the_rest_is_k
     assert [len(job.lines) for job in server.jobs] == [3, 1, 1]
     with RequestCache(tmp_path / "cache") as cache:
         assert len(cache) == 2 and len(journal(tmp_path / "cache")) == 2
+        assert len(journal(tmp_path / "cache", "unbilled")) == 3  # the failing line, once per job
     assert client.cap.reserved == 0 and client.cap.holding == 0
 
 
