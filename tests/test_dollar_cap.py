@@ -146,7 +146,8 @@ def test_kill_9_then_rerun_counts_every_dollar_once(tmp_path):
 
     paid, unknown = journal(tmp_path / "cache"), journal(tmp_path / "cache", "unknown")
     assert len(paid) == len(rows) == len({key for key, *_ in paid})  # each answer paid once
-    assert [e[:3] for e in unknown] == [e[:3] for e in in_flight]  # the killed run's in-flight attempts stay at their worst case, once
+    # The killed run's in-flight attempts stay at their worst case, once.
+    assert [e[:3] for e in unknown] == [e[:3] for e in in_flight]
     assert not any(open_ for *_, open_ in paid + unknown)  # closed when the step finished
     # The provider billed the answers we stored and those it sent to the killed run:
     # the journal has the first exactly and bounds the second by their worst case.

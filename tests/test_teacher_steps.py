@@ -116,6 +116,23 @@ def test_a_rationale_cut_by_max_tokens_is_kept_with_its_answer_sentence(policy):
     assert [r.rationale for r in out] == [f"{cut} The answer is {r.label}." for r in rows]
 
 
+def no_text_for_acq(key, attempt, body):
+    """A teacher that spends max_tokens before writing anything on acq stories (a reasoning model)."""
+    return Action("length") if "The correct topic is acq." in prompt_of(body) else Action()
+
+
+def test_rows_the_teacher_gives_no_text_are_asked_twice_then_dropped_by_reason():
+    rows = pool_rows(2)
+    with FakeTeacher(no_text_for_acq) as server:
+        params = make_params(server.base_url, max_retries=6)
+        with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+            out, report = annotate(rows, 0, params.teacher, CHARS, INFO, client)
+    assert sorted(r.id for r in rows if r.label == "acq") == sorted({r.id for r in rows} - {r.id for r in out})
+    assert report["teacher"]["failed"] == {"no text before max_tokens": 2} and report["dropped"] == 2
+    assert len(server.seen) == len(rows) + 2  # each acq row asked twice, not max_retries + 1 = 7 times
+    assert report["teacher"]["attempts_billed"] == len(rows) + 2
+
+
 def test_annotate_refuses_to_go_over_budget_and_sends_nothing():
     rows = pool_rows(2)
     with FakeTeacher() as server:

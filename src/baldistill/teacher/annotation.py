@@ -56,6 +56,8 @@ def annotate(
     mismatches = dict(NO_MISMATCHES)
     added = cut = 0
     for row, response in zip(rows, responses, strict=True):
+        if response.failure:  # no text at all, twice (transport.py): dropped, counted in teacher.failed by why
+            continue
         rationale = response.content.strip()
         # Cut before its answer sentence, the text may still name some label in passing:
         # reading that as the teacher's answer would call a stopped teacher wrong.
