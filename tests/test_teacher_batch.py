@@ -105,6 +105,8 @@ def test_a_step_killed_while_its_job_runs_polls_the_same_job_when_run_again(tmp_
     paid = journal(tmp_path / "cache")
     assert sorted(k for k, _, _ in paid) == sorted(server.answered)  # each answer paid once
     assert {payer for _, payer, _ in paid} == {"test|workspace|annotate@s0"}
+    # Journalled as unknown before the killed run created the job, settled by the re-run that read its results.
+    assert journal(tmp_path / "cache", "unknown") == [] and len(paid) == len(rows)
     out = read_rows(tmp_path / "out.jsonl", teacher=True)
     assert sorted(r.id for r in out) == sorted(r.id for r in rows)
     with RequestCache(tmp_path / "cache") as cache:
@@ -178,6 +180,40 @@ def test_the_cap_refuses_a_job_whose_worst_case_would_pass_it_before_any_upload(
         _, usage = fits.run_batch(asked)
     assert usage.calls_paid == 4 and len(server.jobs) == 1
     assert fits.cap.spent == pytest.approx(usage.usd_paid) and fits.cap.holding == 0 and fits.cap.reserved == 0
+
+
+CREATES = {
+    # (scripted answers to POST /v1/batches, creates sent, rate-limited): never two jobs for the same requests
+    "429 twice, then made": (("429", "429"), 3, 2),
+    "500, no job made: created again": (("500",), 2, 0),
+    "500 after the job was made: found, not made again": (("500_after",), 1, 0),
+    "dropped after the job was made: found, not made again": (("drop_after",), 1, 0),
+}
+
+
+@pytest.mark.parametrize("faults, creates, limited", CREATES.values(), ids=CREATES.keys())
+def test_a_job_create_that_fails_is_retried_or_looked_up_and_one_job_answers(faults, creates, limited, tmp_path):
+    with FakeBatchServer(create_faults=faults) as server:
+        client = batch_client(server, tmp_path / "cache")
+        responses, usage = client.run_batch(requests(3))
+        (job,) = server.jobs
+    assert server.creates == creates and usage.rate_limited == limited and usage.batch_ids == [job.id]
+    assert job.metadata["baldistill_requests"] and len(job.lines) == 3
+    assert usage.calls_paid == 3 and all(r.content and not r.cached for r in responses)
+    assert len(journal(tmp_path / "cache")) == 3 and journal(tmp_path / "cache", "unknown") == []
+
+
+def test_a_create_rate_limited_past_max_retries_is_one_line_and_nothing_is_billed(tmp_path):
+    with FakeBatchServer(create_faults=("429",) * 5) as server:
+        client = batch_client(server, tmp_path / "cache", max_retries=2)
+        with pytest.raises(BaldistillError) as err:
+            client.run_batch(requests(2))
+        creates = server.creates
+    message = str(err.value)
+    assert message.startswith("teacher Batch API: cannot create the job: HTTP 429") and "\n" not in message
+    assert "after 3 attempt(s) (teacher.max_retries)" in message and creates == 3 and server.jobs == []
+    assert len(journal(tmp_path / "cache", "unbilled")) == 2 and journal(tmp_path / "cache", "unknown") == []
+    assert client.cap.holding == 0 and client.cap.spent == 0
 
 
 def test_the_api_key_stays_out_of_errors_and_files(tmp_path):
