@@ -191,3 +191,26 @@ def test_a_batch_claim_that_fails_midway_claims_nothing(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             cache.claims.claim_many(keys(), me, lease=3600)
         assert cache.claims.claim("first", elsewhere, lease=60).granted
+
+
+OLD_SPEND = """CREATE TABLE spend (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, payer TEXT NOT NULL,
+model TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, usd REAL NOT NULL,
+open INTEGER NOT NULL, created REAL NOT NULL)"""
+
+
+def test_a_journal_from_before_attempts_reads_as_billed_answers_and_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from baldistill.report.spend import journal_totals
+
+    tmp_path.joinpath("cache.sqlite").unlink(missing_ok=True)
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # a cache written by the release before the attempt journal
+        db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, request TEXT, response TEXT, created REAL)")
+        db.execute(OLD_SPEND)
+        db.execute("INSERT INTO spend VALUES (1, 'k', 'r|exp|annotate@s0', 'm', 10, 5, 0.25, 1, 0)")
+    assert journal_totals(tmp_path)["by_model"]["m"]["usd"] == 0.25  # read-only: nothing upgraded yet
+    with RequestCache(tmp_path) as cache:
+        (entry,) = cache.journal.open_entries("r|exp|annotate@s0")
+    assert (entry.state, entry.usd, entry.prompt_tokens) == ("billed", 0.25, 10)
+    totals = journal_totals(tmp_path)["by_run"]["exp"]
+    assert (totals["attempts_billed"], totals["attempts_unknown"]) == (1, 0)
