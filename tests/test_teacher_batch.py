@@ -145,6 +145,15 @@ def test_failed_lines_and_an_expired_jobs_missing_requests_go_again_alone_once(t
     assert all(r.content and not r.cached for r in responses)
 
 
+def test_a_line_answered_without_text_is_billed_asked_once_more_then_kept(tmp_path):
+    with FakeBatchServer(answer=lambda body: "") as server:
+        client = batch_client(server, tmp_path / "cache", max_retries=6)
+        responses, usage = client.run_batch(requests(2))
+    assert [len(job.lines) for job in server.jobs] == [2, 2]  # two jobs, not max_retries + 1 = 7
+    assert [r.failure for r in responses] == ["empty answer"] * 2 and usage.failed == {"empty answer": 2}
+    assert len(journal(tmp_path / "cache")) == 4 and usage.attempts_billed == 4 and usage.calls_paid == 2
+
+
 def test_a_failed_job_goes_again_whole(tmp_path):
     with FakeBatchServer(job_end=lambda job: "failed" if job == 0 else "completed") as server:
         client = batch_client(server, tmp_path / "cache")

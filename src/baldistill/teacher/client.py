@@ -273,8 +273,12 @@ class _Meter:
         self.payments.unbilled([attempt], self.usage)
         await self.wake()
 
+    async def lost(self, attempt: Attempt) -> None:
+        self.unknown(attempt)
+        await self.wake()  # it keeps its worst case, but a waiting attempt may now be the only one left
+
     def unknown(self, attempt: Attempt) -> None:
-        self.payments.unknown(attempt, self.usage)  # keeps its worst case: frees no room
+        self.payments.unknown(attempt, self.usage)
 
     async def wake(self) -> None:
         async with self.room:

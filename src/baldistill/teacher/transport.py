@@ -66,8 +66,11 @@ class AttemptMeter(Protocol):
     async def unbilled(self, ticket: Any) -> None:
         """An error status: nothing billed."""
 
+    async def lost(self, ticket: Any) -> None:
+        """No usage came back: possibly billed, up to its worst case."""
+
     def unknown(self, ticket: Any) -> None:
-        """No usage came back: possibly billed (synchronous, so a cancelled attempt can say it too)."""
+        """`lost`, for an attempt cancelled while in flight (synchronous: a cancelled task awaits nothing)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ class Transport:
                     last, retry_after = str(exc), exc.retry_after
                     text = None
                 except asyncio.TimeoutError:
-                    meter.unknown(ticket)
+                    await meter.lost(ticket)
                     last, text = f"no answer within teacher.timeout={self.timeout:g}s", None
                 except BaseException:  # cancelled while in flight: it may still be answered and billed
                     meter.unknown(ticket)
@@ -172,17 +175,14 @@ class Transport:
                 try:
                     answer, priced = read_completion(text)
                 except Unreadable as exc:
-                    meter.unknown(ticket)
+                    await meter.lost(ticket)
                     last = str(exc)
                 else:
                     why = unusable(answer)
                     empty += why is not None
                     if why is None or empty >= UNUSABLE_TRIES or attempt == self.retry.max_retries:
                         return Answered(answer, ticket, priced)
-                    if priced:
-                        await meter.billed(ticket, answer)
-                    else:
-                        meter.unknown(ticket)
+                    await (meter.billed(ticket, answer) if priced else meter.lost(ticket))
                     last = why
             if attempt < self.retry.max_retries:
                 await asyncio.sleep(self.retry.delay(attempt, retry_after))
@@ -194,7 +194,7 @@ class Transport:
     async def _failed(self, exc: Transient, ticket: Any, meter: AttemptMeter, usage: Usage) -> None:
         """A transient failure: an error status was not billed; a lost connection may have been."""
         if exc.status is None:
-            meter.unknown(ticket)
+            await meter.lost(ticket)
             return
         await meter.unbilled(ticket)
         if exc.status == 429:
@@ -262,18 +262,6 @@ def read_completion(text: str) -> tuple[dict, bool]:
         "completion_tokens": int(usage.get("completion_tokens") or 0),
     }
     return answer, priced
-
-
-def parse_answer(text: str) -> dict:
-    """The answer fields of a chat-completion body with usable text; anything else is Transient
-    (the Batch API's result lines, where a line without text is asked again in a new job)."""
-    try:
-        answer, _ = read_completion(text)
-    except Unreadable as exc:
-        raise Transient(str(exc)) from None
-    if unusable(answer):
-        raise Transient("empty content in the response")
-    return answer
 
 
 def retry_after_seconds(value: str | None) -> float | None:
