@@ -215,12 +215,12 @@ class TeacherClient:
             self._count_cached(claim.answer, usage)
             return Response.of(key, claim.answer, cached=True)
         kept = await transport.ask(request.body(self.model), usage, meter)
-        # The answer is on disk, in the transaction that settles its bill, before anything else
-        # runs on this loop: no other attempt can be refused (and the batch torn down) with this
-        # paid answer only in memory. Journal writes run on the loop thread on purpose: one
-        # fsync (milliseconds) beside teacher calls of seconds, and the cap's and usage's counts
-        # are then never touched by two threads at once.
-        answer = self.payments.keep(kept.ticket, request.material(self.model), kept.answer, kept.priced, usage)
+        # The answer is on disk, in the transaction that settles its bill, before it counts: the
+        # fsynced write runs in a worker thread so other attempts go on meanwhile, and a cancelled
+        # wait does not cancel it (a re-run then finds its bill open and counts it: payments.py).
+        material = request.material(self.model)
+        answer = await asyncio.to_thread(self.payments.write_kept, kept.ticket, material, kept.answer, kept.priced)
+        self.payments.count_kept(kept.ticket, kept.answer, kept.priced, usage)
         response = Response.of(key, answer, cached=False)
         usage.answered(response.failure)
         await meter.wake()
@@ -258,19 +258,21 @@ class _Meter:
                     answered = self.usage.calls_paid - self.progress.paid_before
                     raise cap.refusal(self.worst, answered, self.progress.asking)
                 await self.room.wait()
-        try:
-            (attempt,) = self.payments.open([(self.key, self.worst)])
-        except BaseException:
-            cap.release(self.worst)  # not journalled: not sent
+        try:  # durable before it is sent; in a worker thread, so other attempts go on during the fsync
+            (attempt,) = await asyncio.to_thread(self.payments.open, [(self.key, self.worst)])
+        except BaseException:  # not sent (if the write landed, the journal counts it at its worst case: never less)
+            cap.release(self.worst)
             raise
         return attempt
 
     async def billed(self, attempt: Attempt, answer: dict) -> None:
-        self.payments.billed(attempt, answer, self.usage)
+        await asyncio.to_thread(self.payments.write_billed, attempt, answer)
+        self.payments.count_billed(attempt, answer, self.usage)
         await self.wake()
 
     async def unbilled(self, attempt: Attempt) -> None:
-        self.payments.unbilled([attempt], self.usage)
+        await asyncio.to_thread(self.payments.write_unbilled, [attempt])
+        self.payments.count_unbilled([attempt], self.usage)
         await self.wake()
 
     async def lost(self, attempt: Attempt) -> None:

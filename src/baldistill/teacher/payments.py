@@ -68,30 +68,59 @@ class Payments:
         ids = self.cache.journal.expect(self.payer or "", self.model, attempts)
         return [Attempt(entry, key, worst) for entry, (key, worst) in zip(ids, attempts, strict=True)]
 
+    # Each settlement has a durable half (`write_*`: the journal, fsynced) and an in-memory half
+    # (`count_*`: usage and the cap). The sync client runs the first in a worker thread, so the
+    # event loop serves other attempts during the fsync, and the second on the loop, so the
+    # counts are never touched by two threads; the Batch path calls both (`keep`, `billed`, `unbilled`).
+
     def keep(self, attempt: Attempt, material: dict, answer: dict, priced: bool, usage: Usage) -> dict:
         """Store the answer `attempt` brought with its bill (`priced`: the server sent its usage),
         in one transaction; returns the stored answer (another process's, if it stored one first)."""
-        if not priced:  # stored, but what it cost stays unknown: its worst case
-            stored = self.cache.store(attempt.key, material, answer)
-            self.unknown(attempt, usage)
-            return stored
-        cost = self._cost(answer)
-        bill = (attempt.entry, answer["prompt_tokens"], answer["completion_tokens"], cost)
-        stored = self.cache.store(attempt.key, material, answer, billed=bill)
-        self._count_billed(attempt, answer, cost, usage)
+        stored = self.write_kept(attempt, material, answer, priced)
+        self.count_kept(attempt, answer, priced, usage)
         return stored
+
+    def write_kept(self, attempt: Attempt, material: dict, answer: dict, priced: bool) -> dict:
+        if not priced:  # stored, but what it cost stays unknown: its worst case
+            return self.cache.store(attempt.key, material, answer)
+        bill = (attempt.entry, answer["prompt_tokens"], answer["completion_tokens"], self._cost(answer))
+        return self.cache.store(attempt.key, material, answer, billed=bill)
+
+    def count_kept(self, attempt: Attempt, answer: dict, priced: bool, usage: Usage) -> None:
+        if priced:
+            self.count_billed(attempt, answer, usage)
+        else:
+            self.unknown(attempt, usage)
 
     def billed(self, attempt: Attempt, answer: dict, usage: Usage) -> None:
         """A billed answer that is not kept (it had no usable text and is asked again)."""
+        self.write_billed(attempt, answer)
+        self.count_billed(attempt, answer, usage)
+
+    def write_billed(self, attempt: Attempt, answer: dict) -> None:
+        self.cache.journal.settle(
+            attempt.entry, answer["prompt_tokens"], answer["completion_tokens"], self._cost(answer)
+        )
+
+    def count_billed(self, attempt: Attempt, answer: dict, usage: Usage) -> None:
         cost = self._cost(answer)
-        self.cache.journal.settle(attempt.entry, answer["prompt_tokens"], answer["completion_tokens"], cost)
-        self._count_billed(attempt, answer, cost, usage)
+        usage.billed(answer["prompt_tokens"], answer["completion_tokens"], cost)
+        if attempt.resumed:  # its worst case was counted as spent and unknown: now its bill is known
+            self.cap.spent += cost - attempt.worst
+            usage.unknown(attempt.worst, count=-1)
+        else:
+            self.cap.settle(attempt.worst, cost)
 
     def unbilled(self, attempts: Sequence[Attempt], usage: Usage) -> None:
         """The server refused these attempts (or a Batch job never ran them): nothing was billed."""
-        if not attempts:
-            return
-        self.cache.journal.unbilled([a.entry for a in attempts])
+        self.write_unbilled(attempts)
+        self.count_unbilled(attempts, usage)
+
+    def write_unbilled(self, attempts: Sequence[Attempt]) -> None:
+        if attempts:
+            self.cache.journal.unbilled([a.entry for a in attempts])
+
+    def count_unbilled(self, attempts: Sequence[Attempt], usage: Usage) -> None:
         for attempt in attempts:
             if attempt.resumed:
                 self.cap.spent -= attempt.worst
@@ -107,11 +136,3 @@ class Payments:
 
     def _cost(self, answer: dict) -> float:
         return self.price.cost(answer["prompt_tokens"], answer["completion_tokens"])
-
-    def _count_billed(self, attempt: Attempt, answer: dict, cost: float, usage: Usage) -> None:
-        usage.billed(answer["prompt_tokens"], answer["completion_tokens"], cost)
-        if attempt.resumed:  # its worst case was counted as spent and unknown: now its bill is known
-            self.cap.spent += cost - attempt.worst
-            usage.unknown(attempt.worst, count=-1)
-        else:
-            self.cap.settle(attempt.worst, cost)
