@@ -56,6 +56,17 @@ def test_the_journal_is_the_providers_bill_and_bounds_what_it_cannot_know(fault,
         assert usd(billed) < bill <= usd(billed) + usd(unknown)
 
 
+def test_an_answer_without_usage_is_kept_and_its_cost_stays_at_its_worst_case(tmp_path):
+    with FakeTeacher(lambda key, attempt, body: Action("no_usage")) as server:
+        client = make_client(server.base_url, tmp_path, price=(1.0, 2.0), payer="run|step@s0")
+        answers, usage = client.run_batch(requests(3))
+        bill = server.bill(PRICE)
+    worst = sum(worst_case_usd(r.messages, 16, PRICE) for r in requests(3))
+    assert all(a.content and a.failure is None for a in answers) and len(server.seen) == 3  # not asked again
+    assert journal(tmp_path) == [] and usd(journal(tmp_path, "unknown")) == pytest.approx(worst)
+    assert usage.usd_paid == 0 and usage.usd_unknown == pytest.approx(worst) and 0 < bill <= worst
+
+
 @pytest.mark.parametrize("kind, why", [("empty", EMPTY), ("length", NO_TEXT_BEFORE_MAX_TOKENS)])
 def test_an_answer_without_text_is_asked_once_more_then_kept_with_its_reason(kind, why, tmp_path):
     with FakeTeacher(lambda key, attempt, body: Action(kind)) as server:

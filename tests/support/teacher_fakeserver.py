@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Action:
-    kind: str = "ok"  # ok | status | malformed | empty | length (max_tokens spent, no text) | drop
+    kind: str = "ok"  # ok | status | malformed | empty | length (max_tokens spent, no text) | no_usage | drop
     status: int = 200
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
@@ -169,6 +169,8 @@ class FakeTeacher:
                     if action.kind == "length":
                         answer["choices"][0]["finish_reason"] = "length"
                         answer["usage"]["completion_tokens"] = seen.billed[1]
+                    if action.kind == "no_usage":  # billed, but the body does not say what
+                        del answer["usage"]
                     self._send(200, answer, action.headers)
                 with server.lock:
                     seen.answered = True
