@@ -25,6 +25,7 @@ from pathlib import Path
 
 from baldistill.teacher.cache import RequestCache
 from baldistill.teacher.client import Request, TeacherClient
+from baldistill.teacher.options import ClientOptions
 
 
 class LimitedServer:
@@ -103,13 +104,9 @@ def run(setting: str, args: argparse.Namespace, rpm: int | None, retry_after: bo
     with LimitedServer(args.limit, args.window, retry_after) as server, tempfile.TemporaryDirectory() as cache_dir:
         client = TeacherClient(
             connect=lambda: (server.base_url, "sk-bench"),
-            model="bench",
             cache=RequestCache(Path(cache_dir)),
             budget=args.requests,
-            concurrency=8,
-            timeout=30,
-            max_retries=12,
-            rate_limits=(rpm, None),
+            options=ClientOptions(model="bench", concurrency=8, timeout=30, max_retries=12, rpm=rpm),
         )
         started = time.perf_counter()
         _, usage = client.run_batch(requests, desc=setting)

@@ -26,6 +26,7 @@ import openai
 
 from baldistill.teacher.cache import RequestCache
 from baldistill.teacher.client import Request, TeacherClient
+from baldistill.teacher.options import ClientOptions
 
 
 def serve(delay: float, ports) -> None:
@@ -79,12 +80,9 @@ def measure(base_url: str, concurrency: int, calls: int) -> float:
     with tempfile.TemporaryDirectory() as tmp, RequestCache(tmp) as cache:
         client = TeacherClient(
             connect=lambda: (base_url, "sk-bench"),
-            model="bench",
             cache=cache,
             budget=calls,
-            concurrency=concurrency,
-            timeout=30,
-            max_retries=0,
+            options=ClientOptions(model="bench", concurrency=concurrency, timeout=30, max_retries=0),
         )
         requests = [Request.user(f"question {concurrency}-{i}", 0.0, 8) for i in range(calls)]
         start = time.perf_counter()

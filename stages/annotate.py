@@ -13,8 +13,10 @@ from baldistill.core.policies import policy_spec
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
 from baldistill.teacher.annotation import annotate, keep_gold_labels
-from baldistill.teacher.endpoint import open_client, step_payer
-from baldistill.teacher.usage import add_usage, usd_paid
+from baldistill.teacher.budget import check_run_budget, step_allowance
+from baldistill.teacher.endpoint import open_client
+from baldistill.teacher.journal import step_payer
+from baldistill.teacher.usage import add_usage, usd_spent
 
 
 @stage_command("stage", "previous")
@@ -27,9 +29,12 @@ def main(stage: str, previous: str) -> None:
     earlier = read_json(layout.StagePaths(previous).ledger)
     if policy_spec(params.policy.name).annotates:
         info = DatasetInfo.load(layout.INFO)
-        spent = usd_paid(earlier) + usd_paid(synthesized["teacher"])
+        allowance = step_allowance(read_json(here.allocation), "annotate", str(here.allocation))
+        so_far = earlier["calls_budgeted"] + synthesized["teacher"]["calls_budgeted"]
+        check_run_budget(params.budget.total, so_far, allowance, f"annotate@{stage}")
+        spent = usd_spent(earlier) + usd_spent(synthesized["teacher"])
         cap = {"max_usd": params.budget.max_usd, "spent_usd": spent, "payer": step_payer("annotate", stage)}
-        with open_client(params.teacher, budget=len(todo), **cap) as client:
+        with open_client(params.teacher, budget=allowance, **cap) as client:
             rows, report = annotate(todo, k, params.teacher, params.data.max_input_chars, info, client)
             client.export_used(here.teacher_responses("annotate"))
             write_outputs(here, rows, report, earlier, synthesized)

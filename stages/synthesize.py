@@ -12,22 +12,28 @@ from baldistill.core.files import read_json, write_json
 from baldistill.core.params import load_params, stage_index
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
-from baldistill.teacher.endpoint import open_client, step_payer
+from baldistill.teacher.budget import check_run_budget, step_allowance
+from baldistill.teacher.endpoint import open_client
+from baldistill.teacher.journal import step_payer
 from baldistill.teacher.synthesis import synthesize, with_earlier_rationales
-from baldistill.teacher.usage import usd_paid
+from baldistill.teacher.usage import usd_spent
 
 
 @stage_command("stage", "previous")
 def main(stage: str, previous: str) -> None:
     params = load_params()
     here = layout.StagePaths(stage)
-    quota = {d: n for d, n in read_json(here.allocation)["synthetic"].items() if n > 0}
+    allocation = read_json(here.allocation)
+    quota = {d: n for d, n in allocation["synthetic"].items() if n > 0}
     pool = with_earlier_rationales(read_rows(layout.POOL), read_rows(layout.StagePaths(previous).train_set))
     info, k = DatasetInfo.load(layout.INFO), stage_index(stage)
     teacher, seed, max_input_chars = params.teacher, params.policy.seed, params.data.max_input_chars
-    spent = usd_paid(read_json(layout.StagePaths(previous).ledger))  # by the run's earlier stages
+    earlier = read_json(layout.StagePaths(previous).ledger)  # the run's earlier stages
+    allowance = step_allowance(allocation, "synthesize", str(here.allocation))
+    check_run_budget(params.budget.total, earlier["calls_budgeted"], allowance, f"synthesize@{stage}")
+    spent = usd_spent(earlier)
     cap = {"max_usd": params.budget.max_usd, "spent_usd": spent, "payer": step_payer("synthesize", stage)}
-    with open_client(teacher, budget=sum(quota.values()), **cap) as client:
+    with open_client(teacher, budget=allowance, **cap) as client:
         held_out = [r.input for path in (layout.TEST, layout.VALIDATION) for r in read_rows(path)]
         rows, report = synthesize(pool, quota, k, teacher, seed, max_input_chars, info, client, held_out)
         client.export_used(here.teacher_responses("synthesize"))

@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 from baldistill.core.errors import BaldistillError
-from baldistill.teacher.cache import Claim, Claimant, RequestCache, default_dir, key_material, request_key
+from baldistill.teacher.cache import RequestCache, default_dir, key_material, request_key
+from baldistill.teacher.claims import Claim, Claimant
 
 MESSAGES = [{"role": "user", "content": "Explain. The answer is earn."}]
 
@@ -124,12 +125,12 @@ def test_a_claimed_key_waits_for_its_holder_then_gets_the_stored_answer(tmp_path
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as sleeper:
         holder = Claimant(me.host, sleeper.pid)  # another process, running
         with RequestCache(tmp_path) as cache:
-            assert cache.claim("k", holder, lease=60).granted
-            assert cache.claim("k", holder, lease=60).granted  # its own claim again
-            waiting = cache.claim("k", me, lease=60)
+            assert cache.claims.claim("k", holder, lease=60).granted
+            assert cache.claims.claim("k", holder, lease=60).granted  # its own claim again
+            waiting = cache.claims.claim("k", me, lease=60)
             assert not waiting.granted and waiting.answer is None
             cache.put("k", {"q": 1}, {"content": "a"})
-            stored = cache.claim("k", me, lease=60)
+            stored = cache.claims.claim("k", me, lease=60)
         sleeper.kill()
     assert stored.answer == {"content": "a"} and not stored.granted
 
@@ -137,18 +138,18 @@ def test_a_claimed_key_waits_for_its_holder_then_gets_the_stored_answer(tmp_path
 def test_the_claim_of_an_ended_process_is_taken_over(tmp_path):
     me = Claimant.this_process()
     with RequestCache(tmp_path) as cache:
-        assert cache.claim("k", Claimant(me.host, finished_pid()), lease=3600).granted
-        assert cache.claim("k", me, lease=60).granted
+        assert cache.claims.claim("k", Claimant(me.host, finished_pid()), lease=3600).granted
+        assert cache.claims.claim("k", me, lease=60).granted
 
 
 def test_a_claim_from_another_host_holds_until_its_lease_ends(tmp_path):
     me = Claimant.this_process()
     elsewhere = Claimant(me.host + "-elsewhere", me.pid)
     with RequestCache(tmp_path) as cache:
-        assert cache.claim("live", elsewhere, lease=3600).granted
-        assert not cache.claim("live", me, lease=60).granted
-        assert cache.claim("lapsed", elsewhere, lease=-1).granted
-        assert cache.claim("lapsed", me, lease=60).granted
+        assert cache.claims.claim("live", elsewhere, lease=3600).granted
+        assert not cache.claims.claim("live", me, lease=60).granted
+        assert cache.claims.claim("lapsed", elsewhere, lease=-1).granted
+        assert cache.claims.claim("lapsed", me, lease=60).granted
 
 
 def test_a_released_claim_frees_the_key(tmp_path):
@@ -156,11 +157,11 @@ def test_a_released_claim_frees_the_key(tmp_path):
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as sleeper:
         other = Claimant(me.host, sleeper.pid)
         with RequestCache(tmp_path) as cache:
-            assert cache.claim("k", other, lease=60).granted
-            cache.release("k", me)  # not its claim: nothing happens
-            assert not cache.claim("k", me, lease=60).granted
-            cache.release("k", other)
-            assert cache.claim("k", me, lease=60).granted
+            assert cache.claims.claim("k", other, lease=60).granted
+            cache.claims.release("k", me)  # not its claim: nothing happens
+            assert not cache.claims.claim("k", me, lease=60).granted
+            cache.claims.release("k", other)
+            assert cache.claims.claim("k", me, lease=60).granted
         sleeper.kill()
 
 
@@ -169,14 +170,14 @@ def test_a_batch_is_claimed_in_one_transaction_key_by_key(tmp_path):
     elsewhere = Claimant(me.host + "-elsewhere", me.pid)
     with RequestCache(tmp_path) as cache:
         cache.put("stored", {"q": 1}, {"content": "a"})
-        cache.claim("held", elsewhere, lease=3600)
-        claims = cache.claim_many(["stored", "held", "free"], me, lease=60)
+        cache.claims.claim("held", elsewhere, lease=3600)
+        claims = cache.claims.claim_many(["stored", "held", "free"], me, lease=60)
         assert claims == {
             "stored": Claim({"content": "a"}, granted=False),
             "held": Claim(None, granted=False),
             "free": Claim(None, granted=True),
         }
-        assert not cache.claim("free", elsewhere, lease=60).granted  # it is mine now
+        assert not cache.claims.claim("free", elsewhere, lease=60).granted  # it is mine now
 
 
 def test_a_batch_claim_that_fails_midway_claims_nothing(tmp_path):
@@ -188,5 +189,28 @@ def test_a_batch_claim_that_fails_midway_claims_nothing(tmp_path):
     elsewhere = Claimant(me.host + "-elsewhere", me.pid)
     with RequestCache(tmp_path) as cache:
         with pytest.raises(KeyboardInterrupt):
-            cache.claim_many(keys(), me, lease=3600)
-        assert cache.claim("first", elsewhere, lease=60).granted
+            cache.claims.claim_many(keys(), me, lease=3600)
+        assert cache.claims.claim("first", elsewhere, lease=60).granted
+
+
+OLD_SPEND = """CREATE TABLE spend (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, payer TEXT NOT NULL,
+model TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, usd REAL NOT NULL,
+open INTEGER NOT NULL, created REAL NOT NULL)"""
+
+
+def test_a_journal_from_before_attempts_reads_as_billed_answers_and_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from baldistill.report.spend import journal_totals
+
+    tmp_path.joinpath("cache.sqlite").unlink(missing_ok=True)
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # a cache written by the release before the attempt journal
+        db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, request TEXT, response TEXT, created REAL)")
+        db.execute(OLD_SPEND)
+        db.execute("INSERT INTO spend VALUES (1, 'k', 'r|exp|annotate@s0', 'm', 10, 5, 0.25, 1, 0)")
+    assert journal_totals(tmp_path)["by_model"]["m"]["usd"] == 0.25  # read-only: nothing upgraded yet
+    with RequestCache(tmp_path) as cache:
+        (entry,) = cache.journal.open_entries("r|exp|annotate@s0")
+    assert (entry.state, entry.usd, entry.prompt_tokens) == ("billed", 0.25, 10)
+    totals = journal_totals(tmp_path)["by_run"]["exp"]
+    assert (totals["attempts_billed"], totals["attempts_unknown"]) == (1, 0)

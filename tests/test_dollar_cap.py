@@ -5,7 +5,6 @@ across a kill -9 and re-run. Against a real HTTP server on loopback."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +18,7 @@ from baldistill.teacher.spending import DollarCap, Price, prompt_token_bound, wo
 
 from support.child_step import kill_once_answers_are_stored, start_child
 from support.teacher_fakeserver import FakeTeacher
-from support.teacher_helpers import make_client, pool_rows
+from support.teacher_helpers import journal, make_client, pool_rows
 
 PRICE = Price(input_per_1m=1.0, output_per_1m=2.0)
 
@@ -123,21 +122,16 @@ def test_a_cache_hit_is_budgeted_in_dollars_but_not_paid(tmp_path):
 # --- kill -9 and re-run ----------------------------------------------------------------------
 
 
-def journal(cache_dir: Path) -> list[tuple]:
-    import sqlite3
-
-    with sqlite3.connect(cache_dir / "cache.sqlite") as db:
-        return db.execute("SELECT key, usd, open FROM spend").fetchall()
-
-
 def test_kill_9_then_rerun_counts_every_dollar_once(tmp_path):
     rows = pool_rows(2)[:8]
     write_rows(tmp_path / "rows.jsonl", rows)
     with FakeTeacher(delay=0.4) as server:
         child = start_child("spend_child.py", server.base_url, tmp_path, "none")
         kill_once_answers_are_stored(server, child, tmp_path / "cache")
-        before = journal(tmp_path / "cache")
-        assert 3 <= len(before) < len(rows) and all(open_ for _, _, open_ in before)
+        before = journal(tmp_path / "cache", state=None)
+        in_flight = journal(tmp_path / "cache", "unknown")
+        assert 3 <= len(journal(tmp_path / "cache")) < len(rows) and all(open_ for *_, open_ in before)
+        assert in_flight  # sent when the kill came, answered by nobody we know: journalled before they went
 
         rerun = start_child("spend_child.py", server.base_url, tmp_path, "none")
         _, err = rerun.communicate(timeout=120)
@@ -148,13 +142,24 @@ def test_kill_9_then_rerun_counts_every_dollar_once(tmp_path):
         _, err = again.communicate(timeout=120)
         assert again.returncode == 0, err
         after_finish = json.loads((tmp_path / "usage.json").read_text())
+        bill = server.bill(PRICE)
 
-    paid = journal(tmp_path / "cache")
-    assert len(paid) == len(rows) == len({key for key, _, _ in paid})  # each answer paid once
-    assert not any(open_ for _, _, open_ in paid)  # closed when the step finished
+    paid, unknown = journal(tmp_path / "cache"), journal(tmp_path / "cache", "unknown")
+    assert len(paid) == len(rows) == len({key for key, *_ in paid})  # each answer paid once
+    # The killed run's in-flight attempts stay at their worst case, once.
+    assert [e[:3] for e in unknown] == [e[:3] for e in in_flight]
+    assert not any(open_ for *_, open_ in paid + unknown)  # closed when the step finished
+    # The provider billed the answers we stored and those it sent to the killed run:
+    # the journal has the first exactly and bounds the second by their worst case.
+    billed = sum(usd for _, _, usd, _ in paid)
+    assert billed < bill <= billed + sum(usd for _, _, usd, _ in unknown)
     # The re-run reports the killed run's payments as its own, once: the bill is whole.
-    assert usage["calls_paid"] == len(rows) and usage["usd_paid"] == pytest.approx(sum(u for _, u, _ in paid))
+    assert usage["calls_paid"] == len(rows) and usage["usd_paid"] == pytest.approx(billed)
+    assert usage["attempts_unknown"] == len(unknown) and usage["usd_unknown"] == pytest.approx(
+        sum(usd for _, _, usd, _ in unknown)
+    )
     assert (after_finish["calls_paid"], after_finish["usd_paid"], after_finish["cached"]) == (0, 0, len(rows))
+    assert after_finish["usd_unknown"] == 0
 
 
 def test_a_rerun_under_the_cap_counts_what_the_killed_run_spent(tmp_path):
@@ -164,11 +169,11 @@ def test_a_rerun_under_the_cap_counts_what_the_killed_run_spent(tmp_path):
     with FakeTeacher() as server:
         first = start_child("spend_child.py", server.base_url, tmp_path, "0.0012")
         _, err = first.communicate(timeout=120)
-        spent_first = sum(u for _, u, _ in journal(tmp_path / "cache"))
+        spent_first = sum(u for _, _, u, _ in journal(tmp_path / "cache"))
         second = start_child("spend_child.py", server.base_url, tmp_path, "0.0012")
         _, err2 = second.communicate(timeout=120)
         sent = len(server.keys())
     assert first.returncode == 2 and "budget.max_usd" in err, err
     assert second.returncode == 2 and "budget.max_usd" in err2, err2
-    total = sum(u for _, u, _ in journal(tmp_path / "cache"))
+    total = sum(u for _, _, u, _ in journal(tmp_path / "cache"))
     assert 0 < spent_first <= total <= 0.0012 and sent == len(journal(tmp_path / "cache")) < len(rows)

@@ -63,7 +63,7 @@ def gaps(server: FakeTeacher) -> list[float]:
 
 def test_rpm_spaces_requests_on_the_wire(tmp_path):
     with FakeTeacher() as server:
-        make_client(server.base_url, tmp_path, concurrency=4, rate_limits=(120, None)).run_batch(requests(5))
+        make_client(server.base_url, tmp_path, concurrency=4, rpm=120).run_batch(requests(5))
     assert len(server.seen) == 5
     assert min(gaps(server)) >= 0.45  # 120 a minute: one every 0.5 s, never a burst
 

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -29,6 +28,7 @@ from support.child_step import start_child, wait_for
 from support.fake_batch_server import FakeBatchServer, result_line
 from support.teacher_fakeserver import completion, default_content
 from support.teacher_helpers import SECRET, files_contain, make_client, make_params, pool_rows
+from support.teacher_helpers import journal as entries
 
 BATCH_PRICE = Price(0.5, 1.0)  # price (1.0, 2.0) at the default batch_factor 0.5
 
@@ -46,10 +46,9 @@ def batch_client(server: FakeBatchServer, cache_dir: Path, **kw):
     return make_client(server.base_url, cache_dir, **{**options, **kw})
 
 
-def journal(cache_dir: Path) -> list[tuple[str, str, float]]:
-    """The cache's spend journal: (key, payer, usd) of every answer paid for."""
-    with sqlite3.connect(cache_dir / "cache.sqlite") as db:
-        return db.execute("SELECT key, payer, usd FROM spend ORDER BY id").fetchall()
+def journal(cache_dir: Path, state: str = "billed") -> list[tuple[str, str, float]]:
+    """The cache's payment journal: (key, payer, usd) of every attempt billed (or of `state`)."""
+    return [(key, payer, usd) for key, payer, usd, _ in entries(cache_dir, state)]
 
 
 def test_one_job_answers_every_miss_at_batch_price_and_a_rerun_sends_nothing(tmp_path):
@@ -106,10 +105,12 @@ def test_a_step_killed_while_its_job_runs_polls_the_same_job_when_run_again(tmp_
     paid = journal(tmp_path / "cache")
     assert sorted(k for k, _, _ in paid) == sorted(server.answered)  # each answer paid once
     assert {payer for _, payer, _ in paid} == {"test|workspace|annotate@s0"}
+    # Journalled as unknown before the killed run created the job, settled by the re-run that read its results.
+    assert journal(tmp_path / "cache", "unknown") == [] and len(paid) == len(rows)
     out = read_rows(tmp_path / "out.jsonl", teacher=True)
     assert sorted(r.id for r in out) == sorted(r.id for r in rows)
     with RequestCache(tmp_path / "cache") as cache:
-        assert cache.open_batches("test|workspace|annotate@s0", server.base_url) == []
+        assert cache.jobs.open("test|workspace|annotate@s0", server.base_url) == []
     assert files_contain(tmp_path, SECRET) == []
 
 
@@ -117,9 +118,9 @@ def test_a_recorded_job_the_server_does_not_know_is_closed_and_the_requests_go_i
     asked = requests(2)
     with FakeBatchServer() as server:
         client = batch_client(server, tmp_path / "cache")
-        client.cache.add_batch("batch_lost", "test|step@s0", server.base_url, [client.key(r) for r in asked])
+        client.cache.jobs.add("batch_lost", "test|step@s0", server.base_url, [client.key(r) for r in asked])
         _, usage = client.run_batch(asked)
-        assert client.cache.open_batches("test|step@s0", server.base_url) == []
+        assert client.cache.jobs.open("test|step@s0", server.base_url) == []
     assert usage.batch_ids == ["batch_0"] and usage.calls_paid == 2 and len(server.jobs) == 1
 
 
@@ -137,8 +138,20 @@ def test_failed_lines_and_an_expired_jobs_missing_requests_go_again_alone_once(t
     assert sorted(second.custom_ids) == sorted(client.key(r) for r in asked[1:4])
     assert Counter(server.answered) == Counter(client.key(r) for r in asked)  # each answered once
     assert sorted(k for k, _, _ in journal(tmp_path / "cache")) == sorted(server.answered)
+    # The lines the first job failed or left out were journalled before it ran, and settled as not billed.
+    assert sorted(k for k, _, _ in journal(tmp_path / "cache", "unbilled")) == sorted(second.custom_ids)
+    assert journal(tmp_path / "cache", "unknown") == [] and usage.usd_unknown == 0
     assert (usage.calls_paid, usage.retries, usage.http_attempts, usage.batch_ids) == (6, 3, 9, [first.id, second.id])
     assert all(r.content and not r.cached for r in responses)
+
+
+def test_a_line_answered_without_text_is_billed_asked_once_more_then_kept(tmp_path):
+    with FakeBatchServer(answer=lambda body: "") as server:
+        client = batch_client(server, tmp_path / "cache", max_retries=6)
+        responses, usage = client.run_batch(requests(2))
+    assert [len(job.lines) for job in server.jobs] == [2, 2]  # two jobs, not max_retries + 1 = 7
+    assert [r.failure for r in responses] == ["empty answer"] * 2 and usage.failed == {"empty answer": 2}
+    assert len(journal(tmp_path / "cache")) == 4 and usage.attempts_billed == 4 and usage.calls_paid == 2
 
 
 def test_a_failed_job_goes_again_whole(tmp_path):
@@ -159,6 +172,7 @@ def test_a_line_that_always_fails_stops_after_max_retries_jobs_and_the_rest_is_k
     assert [len(job.lines) for job in server.jobs] == [3, 1, 1]
     with RequestCache(tmp_path / "cache") as cache:
         assert len(cache) == 2 and len(journal(tmp_path / "cache")) == 2
+        assert len(journal(tmp_path / "cache", "unbilled")) == 3  # the failing line, once per job
     assert client.cap.reserved == 0 and client.cap.holding == 0
 
 
@@ -175,6 +189,40 @@ def test_the_cap_refuses_a_job_whose_worst_case_would_pass_it_before_any_upload(
         _, usage = fits.run_batch(asked)
     assert usage.calls_paid == 4 and len(server.jobs) == 1
     assert fits.cap.spent == pytest.approx(usage.usd_paid) and fits.cap.holding == 0 and fits.cap.reserved == 0
+
+
+CREATES = {
+    # (scripted answers to POST /v1/batches, creates sent, rate-limited): never two jobs for the same requests
+    "429 twice, then made": (("429", "429"), 3, 2),
+    "500, no job made: created again": (("500",), 2, 0),
+    "500 after the job was made: found, not made again": (("500_after",), 1, 0),
+    "dropped after the job was made: found, not made again": (("drop_after",), 1, 0),
+}
+
+
+@pytest.mark.parametrize("faults, creates, limited", CREATES.values(), ids=CREATES.keys())
+def test_a_job_create_that_fails_is_retried_or_looked_up_and_one_job_answers(faults, creates, limited, tmp_path):
+    with FakeBatchServer(create_faults=faults) as server:
+        client = batch_client(server, tmp_path / "cache")
+        responses, usage = client.run_batch(requests(3))
+        (job,) = server.jobs
+    assert server.creates == creates and usage.rate_limited == limited and usage.batch_ids == [job.id]
+    assert job.metadata["baldistill_requests"] and len(job.lines) == 3
+    assert usage.calls_paid == 3 and all(r.content and not r.cached for r in responses)
+    assert len(journal(tmp_path / "cache")) == 3 and journal(tmp_path / "cache", "unknown") == []
+
+
+def test_a_create_rate_limited_past_max_retries_is_one_line_and_nothing_is_billed(tmp_path):
+    with FakeBatchServer(create_faults=("429",) * 5) as server:
+        client = batch_client(server, tmp_path / "cache", max_retries=2)
+        with pytest.raises(BaldistillError) as err:
+            client.run_batch(requests(2))
+        creates = server.creates
+    message = str(err.value)
+    assert message.startswith("teacher Batch API: cannot create the job: HTTP 429") and "\n" not in message
+    assert "after 3 attempt(s) (teacher.max_retries)" in message and creates == 3 and server.jobs == []
+    assert len(journal(tmp_path / "cache", "unbilled")) == 2 and journal(tmp_path / "cache", "unknown") == []
+    assert client.cap.holding == 0 and client.cap.spent == 0
 
 
 def test_the_api_key_stays_out_of_errors_and_files(tmp_path):

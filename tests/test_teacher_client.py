@@ -13,7 +13,7 @@ from baldistill.teacher.client import Request, TeacherClient
 from baldistill.teacher.transport import retry_after_seconds
 
 from support.teacher_fakeserver import Action, FakeTeacher
-from support.teacher_helpers import SECRET, files_contain, make_client
+from support.teacher_helpers import SECRET, client_options, files_contain, make_client
 
 
 def requests(n: int, temperature: float = 0.0) -> list[Request]:
@@ -216,7 +216,7 @@ def test_an_empty_batch_reaches_no_endpoint_and_costs_nothing(tmp_path):
         raise AssertionError("an empty batch must not reach the endpoint")
 
     cache = RequestCache(tmp_path / "cache")
-    client = TeacherClient(connect=unreachable, model="fake-teacher", cache=cache, budget=1, price=(1.0, 2.0))
+    client = TeacherClient(connect=unreachable, cache=cache, budget=1, options=client_options(price=(1.0, 2.0)))
     answers, usage = client.run_batch([])
     assert answers == [] and usage.as_dict()["calls_budgeted"] == 0 and usage.estimated_cost_usd == 0
     assert client.base_url is None and not (tmp_path / "cache").exists()  # not even the cache was opened

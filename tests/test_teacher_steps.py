@@ -153,6 +153,23 @@ def test_gold_in_prompt_false_sends_table_9_without_the_gold_label():
     assert report["mismatch_total"] == len(rows)
 
 
+def no_text_for_acq(key, attempt, body):
+    """A teacher that spends max_tokens before writing anything on acq stories (a reasoning model)."""
+    return Action("length") if "The topic of this story is acq." in prompt_of(body) else Action()
+
+
+def test_rows_the_teacher_gives_no_text_are_asked_twice_then_dropped_by_reason():
+    rows = pool_rows(2)
+    with FakeTeacher(no_text_for_acq) as server:
+        params = make_params(server.base_url, max_retries=6)
+        with open_client(params.teacher, budget=len(rows), backoff=0.01) as client:
+            out, report = annotate(rows, 0, params.teacher, CHARS, INFO, client)
+    assert sorted(r.id for r in rows if r.label == "acq") == sorted({r.id for r in rows} - {r.id for r in out})
+    assert report["teacher"]["failed"] == {"no text before max_tokens": 2} and report["dropped"] == 2
+    assert len(server.seen) == len(rows) + 2  # each acq row asked twice, not max_retries + 1 = 7 times
+    assert report["teacher"]["attempts_billed"] == len(rows) + 2
+
+
 def test_annotate_refuses_to_go_over_budget_and_sends_nothing():
     rows = pool_rows(2)
     with FakeTeacher() as server:
@@ -405,20 +422,25 @@ def run_teacher_steps(
     synthetic: dict[str, int],
     max_usd: float | None = None,
     spent: float = 0.0,
+    budgeted: int = 3,
+    teacher_calls: int | None = None,
     **teacher,
 ) -> dict:
     """Run stages/synthesize.py and stages/annotate.py for s0 in `work` (the run's earlier
-    stages having paid `spent` dollars; `teacher`: more teacher params); returns their
-    outputs, or the failed step's stderr."""
+    stages having budgeted `budgeted` calls of budget.total=100 and paid `spent` dollars;
+    the stage's allocation giving it `teacher_calls`, default the 4 rows selected plus the
+    synthetic quota; `teacher`: more teacher params); returns their outputs, or the failed
+    step's stderr."""
     pool = pool_rows(3)
     write_rows(work / "data/prepared/pool.jsonl", pool)
     write_rows(work / "data/prepared/test.jsonl", [])
     write_rows(work / "data/prepared/validation.jsonl", [])
     INFO.save(work / "data/prepared/info.json")
     here, start = StagePaths("s0"), StagePaths("start")
-    write_json(work / here.allocation, {"synthetic": synthetic})
+    calls = sum(synthetic.values()) + 4 if teacher_calls is None else teacher_calls
+    write_json(work / here.allocation, {"synthetic": synthetic, "teacher_calls": calls})
     write_rows(work / here.selected, [*pool[::4], pool[0].with_(id="copy", source="duplicate")])
-    write_json(work / start.ledger, {**empty_ledger(), "calls_budgeted": 3, "calls_paid": 2, "usd_paid": spent})
+    write_json(work / start.ledger, {**empty_ledger(), "calls_budgeted": budgeted, "calls_paid": 2, "usd_paid": spent})
     write_rows(work / start.train_set, [])
     price = {"input_per_1m": 1.0, "output_per_1m": 2.0}
     params = make_params(base_url, concurrency=1, price=price, **teacher).model_dump()
@@ -507,6 +529,31 @@ def test_the_dollar_cap_stops_a_step_with_one_line_and_nothing_written(tmp_path,
     assert len(lines) == 1 and lines[0].startswith("error: budget.max_usd: 4 of 4 teacher request(s) not answered")
     here = tmp_path / "capped"
     assert not (here / StagePaths("s0").annotated).exists() and not (here / StagePaths("s0").ledger).exists()
+
+
+TAMPERED = {
+    # a synthetic quota the budget never had: 3 budgeted + 98 > 100
+    "allocation's quota": ({"synthetic": {"ship": 98}}, "synthesize.py", r"synthesize@s0 may make 98 teacher call"),
+    # the stage's allocation gives annotate 2 calls, the selection has 4 rows
+    "selection": ({"synthetic": {"ship": 0}, "teacher_calls": 2}, "annotate.py", r"teacher budget exceeded: 4 new"),
+    # earlier stages budgeted 97 of 100: this stage's 4 annotation calls would pass it
+    "earlier stages' calls": (
+        {"synthetic": {"ship": 0}, "budgeted": 97},
+        "annotate.py",
+        r"would pass budget.total=100",
+    ),
+}
+
+
+@pytest.mark.parametrize("tamper, step, why", TAMPERED.values(), ids=TAMPERED.keys())
+def test_a_step_past_budget_total_is_refused_with_one_line_and_nothing_sent_or_written(tamper, step, why, tmp_path):
+    with FakeTeacher() as server:
+        done = run_teacher_steps(tmp_path, server.base_url, "adaptive", **tamper)
+    assert done.get("failed") == step and done["returncode"] == 2 and server.seen == []
+    lines = done["stderr"].strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: budget.total: ") and re.search(why, lines[0]), lines
+    written = StagePaths("s0").synthetic if step == "synthesize.py" else StagePaths("s0").annotated
+    assert not (tmp_path / written).exists()
 
 
 def test_teacher_mode_batch_runs_both_steps_as_one_batch_job_each(tmp_path):

@@ -290,7 +290,7 @@ def batch() -> None:
 def batch_import(input_jsonl, output_jsonl) -> None:
     """Store the answers of OUTPUT_JSONL (a Batch output file) to the requests of INPUT_JSONL (the
     file a step wrote under $BALDISTILL_BATCH_EXPORT) in the teacher cache; run the step again after."""
-    from baldistill.teacher.batch import import_results
+    from baldistill.teacher.batch_files import import_results
     from baldistill.teacher.cache import RequestCache
 
     with RequestCache() as cache:

@@ -52,12 +52,16 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 
 def kill_once_answers_are_stored(server, child: subprocess.Popen, cache_dir: Path, at_least: int = 3) -> None:
     """kill -9 `child` once >= `at_least` answers are out and every answer sent so far is
-    on disk; with the server's 0.4 s delay the next requests are then in flight."""
+    on disk, and one more request has reached the server (so it is in flight: the server
+    answers after its delay)."""
     wait_for(
         lambda: (
             len(server.answered()) >= at_least
             and (cache_dir / "cache.sqlite").exists()
             and server.answered() <= stored_server_keys(cache_dir)
+            # and a later request has reached the server unanswered: in flight at the kill, however
+            # slowly a loaded machine lets the child send it
+            and any(s.key not in server.answered() for s in server.seen)
         )
     )
     child.send_signal(signal.SIGKILL)

@@ -9,12 +9,19 @@ sync fake does (a word is a token), unless `line_fate(job_index, custom_id, body
 says "error" (a line of the error file) or "missing" (left out: a failed or
 expired job's unanswered request). Jobs, polls and every Authorization header
 are recorded for the tests.
+
+`create_faults` scripts the answers to POST /v1/batches, one per call, in order:
+"429" (Retry-After 0, no job made), "500" (no job made), "500_after" and
+"drop_after" (the job is made, then the answer is an error or a dropped
+connection: the ambiguous failures); then every create succeeds. GET /v1/batches
+lists the jobs with their metadata, as OpenAI's API does.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +46,7 @@ class Job:
     error_file_id: str | None = None
     counts: dict = field(default_factory=lambda: {"total": 0, "completed": 0, "failed": 0})
     errors: dict | None = None
+    metadata: dict | None = None
 
     @property
     def custom_ids(self) -> list[str]:
@@ -57,6 +65,7 @@ class Job:
             "error_file_id": self.error_file_id,
             "request_counts": {**self.counts, "total": len(self.lines)},
             "errors": self.errors,
+            "metadata": self.metadata,
         }
 
 
@@ -70,8 +79,11 @@ class FakeBatchServer:
         line_fate: Callable[[int, str, dict], str] | None = None,
         job_end: Callable[[int], str] | None = None,
         refuse_upload: int | None = None,
+        create_faults: tuple[str, ...] = (),
     ):
         self.answer, self.refuse_upload = answer, refuse_upload
+        self.create_faults = list(create_faults)
+        self.creates = 0  # POST /v1/batches received
         self.line_fate = line_fate or (lambda job, custom_id, body: "ok")
         self.job_end = job_end or (lambda job: "completed")
         self.files: dict[str, bytes] = {}
@@ -115,9 +127,15 @@ class FakeBatchServer:
             return 400, {"error": {"message": "unknown input_file_id or endpoint"}}
         lines = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
         assert all(line["method"] == "POST" and line["url"] == "/v1/chat/completions" for line in lines)
-        job = Job(f"batch_{len(self.jobs)}", body["input_file_id"], lines, len(self.jobs))
+        job = Job(
+            f"batch_{len(self.jobs)}", body["input_file_id"], lines, len(self.jobs), metadata=body.get("metadata")
+        )
         self.jobs.append(job)
         return 200, job.as_dict()
+
+    def listing(self) -> tuple[int, dict]:
+        data = [job.as_dict() for job in reversed(self.jobs)]  # newest first, as OpenAI lists them
+        return 200, {"object": "list", "data": data, "has_more": False}
 
     def poll(self, batch_id: str) -> tuple[int, dict]:
         job = next((j for j in self.jobs if j.id == batch_id), None)
@@ -179,8 +197,10 @@ class FakeBatchServer:
                         data = server.files.get(match.group(1))
                         if data is not None:
                             return self._send_raw(200, data, "application/octet-stream")
-                    elif match := re.fullmatch(r"/v1/batches/([^/]+)", self.path):
+                    elif match := re.fullmatch(r"/v1/batches/([^/?]+)", self.path):
                         return self._send(*server.poll(match.group(1)))
+                    elif re.fullmatch(r"/v1/batches(\?.*)?", self.path):
+                        return self._send(*server.listing())
                 self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
@@ -193,8 +213,28 @@ class FakeBatchServer:
                     if self.path == "/v1/files":
                         return self._send(*server.upload(self.headers.get("Content-Type", ""), data))
                     if self.path == "/v1/batches":
-                        return self._send(*server.create(json.loads(data)))
+                        return self._create(json.loads(data))
                 self._send(404, {"error": {"message": "not found"}})
+
+            def _create(self, body: dict):
+                """Under the lock: the next scripted fault, or the job."""
+                server.creates += 1
+                fault = server.create_faults.pop(0) if server.create_faults else None
+                if fault in ("429", "500"):
+                    headers = {"Retry-After": "0"} if fault == "429" else {}
+                    return self._send(int(fault), {"error": {"message": f"injected {fault}"}}, headers)
+                status, job = server.create(body)
+                if fault == "500_after":
+                    return self._send(500, {"error": {"message": "injected 500 after the job was made"}})
+                if fault == "drop_after":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Le")
+                    self.wfile.flush()
+                    linger = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    self.connection.close()
+                    self.close_connection = True
+                    return None
+                return self._send(status, job)
 
             def _record(self) -> str:
                 auth = self.headers.get("Authorization", "")
@@ -202,13 +242,15 @@ class FakeBatchServer:
                     server.authorizations.add(auth)
                 return auth
 
-            def _send(self, status: int, obj: dict):
-                self._send_raw(status, json.dumps(obj).encode(), "application/json")
+            def _send(self, status: int, obj: dict, headers: dict | None = None):
+                self._send_raw(status, json.dumps(obj).encode(), "application/json", headers)
 
-            def _send_raw(self, status: int, data: bytes, content_type: str):
+            def _send_raw(self, status: int, data: bytes, content_type: str, headers: dict | None = None):
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
                 self.wfile.flush()

@@ -1,6 +1,12 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions
 protocol, with faults injected at the HTTP level (status codes, Retry-After,
-slow answers, malformed JSON, empty content, a socket closed mid-response).
+slow answers, malformed JSON, empty content, finish_reason "length" with no
+text, a socket closed mid-response).
+
+It bills like a provider: every attempt that reaches its "model" (any answer
+but an error status) is billed at its usage (a word is a token), whether the
+client reads it or not: an answer sent after the client's timeout, or into a
+dropped connection, is billed too. `bill(price)` is what it would charge.
 
 Tests script it with `plan(key, attempt) -> Action`, where `key` identifies
 the request by its body (model, messages, temperature, max_tokens) and
@@ -21,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Action:
-    kind: str = "ok"  # ok | status | malformed | empty | drop
+    kind: str = "ok"  # ok | status | malformed | empty | length (max_tokens spent, no text) | no_usage | drop
     status: int = 200
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
@@ -35,6 +41,7 @@ class Seen:
     authorization: str
     started: float
     answered: bool = False
+    billed: tuple[int, int] | None = None  # (prompt, completion) tokens the server charged for this attempt
 
 
 def body_key(body: dict) -> str:
@@ -95,6 +102,11 @@ class FakeTeacher:
         with self.lock:
             return {s.key for s in self.seen if s.answered}
 
+    def bill(self, price) -> float:
+        """What a provider would charge for every attempt it billed, at `price` (spending.Price)."""
+        with self.lock:
+            return sum(price.cost(*s.billed) for s in self.seen if s.billed)
+
     def _record(self, body: dict, authorization: str) -> tuple[Seen, int]:
         key = body_key(body)
         with self.lock:
@@ -133,6 +145,12 @@ class FakeTeacher:
                         server.in_flight -= 1
 
             def _answer(self, seen: Seen, action: Action, body: dict):
+                if action.kind != "status":  # the model runs: billed, whatever reaches the client
+                    usage = completion(body, self._content(action, body))["usage"]
+                    if action.kind == "length":
+                        usage["completion_tokens"] = body.get("max_tokens") or 16
+                    with server.lock:
+                        seen.billed = (usage["prompt_tokens"], usage["completion_tokens"])
                 time.sleep(server.delay + action.delay)
                 if action.kind == "drop":
                     self._drop()
@@ -147,10 +165,19 @@ class FakeTeacher:
                 if action.kind == "malformed":
                     self._send_raw(200, b'{"id": "x", "choices": [{"message": {"content": "trunc')
                 else:
-                    content = "" if action.kind == "empty" else (action.content or default_content(body))
-                    self._send(200, completion(body, content), action.headers)
+                    answer = completion(body, self._content(action, body))
+                    if action.kind == "length":
+                        answer["choices"][0]["finish_reason"] = "length"
+                        answer["usage"]["completion_tokens"] = seen.billed[1]
+                    if action.kind == "no_usage":  # billed, but the body does not say what
+                        del answer["usage"]
+                    self._send(200, answer, action.headers)
                 with server.lock:
                     seen.answered = True
+
+            @staticmethod
+            def _content(action: Action, body: dict) -> str:
+                return "" if action.kind in ("empty", "length") else (action.content or default_content(body))
 
             def _send(self, status: int, obj: dict, headers: dict | None = None):
                 self._send_raw(status, json.dumps(obj).encode(), headers)

@@ -67,6 +67,8 @@ def annotate(
     for row, response in zip(rows, responses, strict=True):
         reason = response.finish_reason or "unknown"
         finish_reasons[reason] = finish_reasons.get(reason, 0) + 1
+        if response.failure:  # no text at all, twice (transport.py): dropped, counted in teacher.failed by why
+            continue
         rationale = response.content.strip()
         # Cut before its answer sentence, the text may still name some label in passing:
         # reading that as the teacher's answer would call a stopped teacher wrong.

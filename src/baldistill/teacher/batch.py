@@ -1,168 +1,83 @@
 """The OpenAI Batch API (teacher.mode: batch): a step's cache misses as one job, at teacher.price x batch_factor.
 
-The misses are uploaded as one JSONL file (/v1/files, purpose "batch"), one
-line per request: {"custom_id": its cache key, "method": "POST", "url":
-"/v1/chat/completions", "body": its chat-completion body}, the format vLLM's
-`python -m vllm.entrypoints.openai.run_batch` reads too. A job is created for
-the file (/v1/batches, completion window 24h) and its id is recorded in the
-cache's SQLite before anything waits on it, so a step killed while the job
-runs polls the same job when run again: no second job, nothing paid twice.
-(Only the instant between the server creating the job and that fsynced write
-is not covered: a kill there leaves a job the re-run does not know of.)
+The misses are uploaded as one JSONL file (/v1/files, purpose "batch";
+batch_files.py) and a job is created for it (/v1/batches, completion window
+24h). Before the job is created, each of its requests is an attempt reserved
+under budget.max_usd at its worst case (at batch price; a job that would pass
+the cap is refused whole, with one line, before the upload) and journalled as
+unknown, fsynced (payments.py): from then on a kill -9 leaves them counted.
+
+Creating a job is the one call that would pay twice if repeated blindly. An
+answer that proves no job was made (429, like 408 and 409) is retried after
+its Retry-After, at most teacher.max_retries times. An ambiguous failure (a
+5xx, a dropped connection) first looks the job up by its metadata, which
+names the step's content key (the sha256 of its request keys) and the file
+uploaded, and only creates another when the server has none: never two jobs
+for the same requests. The job's id is recorded in the cache before anything
+waits on it, so a step killed while the job runs polls the same job when run
+again (only the instant between the server creating the job and that fsynced
+write is not covered: a kill there leaves a job the re-run does not know of;
+its requests stay journalled at their worst case).
 
 The job is polled every teacher.batch_poll_seconds. When it ends, each line of
-its output file is stored in the response cache, with its payment journalled,
-exactly as a synchronous answer is (client.py). Lines in its error file, and
-requests a failed or expired job never answered, go again in a new job of
-their own, at most teacher.max_retries times; answered ones never do.
-
-Under budget.max_usd every request of a job reserves its worst case (at batch
-price) before the file is uploaded, and a job that would pass the cap is
-refused whole, with one line; each reservation settles to the real cost when
-its answer arrives.
-
-With $BALDISTILL_BATCH_EXPORT set to a path, the step writes the JSONL it
-would upload there and stops, sending nothing: run it elsewhere (vLLM
-run_batch on a GPU machine), load the output with `baldistill batch import`,
-and run the step again (README).
+its output file is stored in the response cache with its bill, exactly as a
+synchronous answer is (payments.py); an answer without text is asked once
+more, then kept as it is (messages.py). Lines in its error file, and requests
+a failed or expired job never answered, were not billed and go again in a new
+job of their own, at most teacher.max_retries times; answered ones never do.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
-import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import openai
 from tqdm import tqdm
 
 from baldistill.core.errors import BaldistillError
-from baldistill.core.files import read_jsonl, write_jsonl
-from baldistill.teacher.cache import Payment, RequestCache, key_material, request_key
-from baldistill.teacher.spending import DollarCap, Price, worst_case_usd
-from baldistill.teacher.transport import FATAL_HINTS, Transient, parse_answer, scrub
+from baldistill.teacher.batch_files import ENDPOINT, EXPORT_ENV, LineResult, job_line, parse_results
+from baldistill.teacher.messages import Request
+from baldistill.teacher.options import ClientOptions
+from baldistill.teacher.payments import Attempt, Payments
+from baldistill.teacher.spending import worst_case_usd
+from baldistill.teacher.transport import FATAL_HINTS, retry_after_seconds, scrub
 from baldistill.teacher.usage import Usage
 
-if TYPE_CHECKING:
-    from baldistill.teacher.client import Request
-
-ENDPOINT = "/v1/chat/completions"
-EXPORT_ENV = "BALDISTILL_BATCH_EXPORT"
+__all__ = ["EXPORT_ENV", "BatchJobs"]
 TERMINAL = ("completed", "failed", "expired", "cancelled")
+METADATA_KEY = "baldistill_requests"  # the job's content key: which requests it carries
+NO_JOB_MADE = (408, 409, 429)  # answers to a create that prove no job was made: safe to retry
 NO_BATCH_API = (
     "does teacher.base_url serve the Batch API (/v1/files, /v1/batches)? vLLM and llama.cpp servers do not: "
     "use teacher.mode=sync, or vLLM run_batch (README)"
 )
 
 
-def job_line(key: str, body: dict) -> dict:
-    """One request of a Batch input file."""
-    return {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}
-
-
-def body_material(body: dict) -> dict:
-    """The cache key's input for a chat-completion body (Request.body's inverse: `seed` is the sample)."""
-    return key_material(body["model"], body["messages"], body["temperature"], body["max_tokens"], body.get("seed"))
-
-
-def line_answer(obj: dict) -> tuple[dict | None, str]:
-    """(answer fields, "") for an answered output line, else (None, why not); OpenAI's and vLLM's shape."""
-    response = obj.get("response") or {}
-    status = response.get("status_code")
-    if obj.get("error") or status != 200:
-        error = obj.get("error") or (response.get("body") or {}).get("error") or {}
-        message = error.get("message", error) if isinstance(error, dict) else error
-        return None, " ".join(f"HTTP {status}: {message}".split())[:200]
-    try:
-        return parse_answer(json.dumps(response.get("body"))), ""
-    except Transient as exc:
-        return None, str(exc)
-
-
-def parse_results(text: str) -> tuple[dict[str, dict], dict[str, str]]:
-    """Answers and failures (why) by custom_id, from a job's output or error file."""
-    answers, failures = {}, {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            key = obj["custom_id"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn line answers nothing: its request is asked again
-        answer, why = line_answer(obj)
-        if answer is None:
-            failures[key] = why
-        else:
-            answers[key] = answer
-    return answers, failures
-
-
-def export_if_asked(missing: dict[str, Request], model: str) -> None:
-    """With $BALDISTILL_BATCH_EXPORT set: write the job's input file there and stop the step (nothing sent)."""
-    path = os.environ.get(EXPORT_ENV)
-    if not path:
-        return
-    count = write_jsonl(path, (job_line(key, request.body(model)) for key, request in missing.items()))
-    raise BaldistillError(
-        f"teacher.mode=batch: wrote the {count} request(s) of this step to {path} (${EXPORT_ENV}) and sent nothing; "
-        f"run them, load the answers with `baldistill batch import {path} OUTPUT.jsonl`, then run the step again"
-    )
-
-
-def import_results(
-    cache: RequestCache, input_path: str | os.PathLike, output_path: str | os.PathLike
-) -> tuple[int, int]:
-    """Store the answers of a Batch output file (vLLM run_batch's, OpenAI's) for the requests of
-    its input file; each custom_id must be the cache key of its body. Returns (stored, unanswered)."""
-
-    def check(obj: dict, where: str) -> tuple[str, dict]:
-        try:
-            key, material = obj["custom_id"], body_material(obj["body"])
-        except (KeyError, TypeError):
-            raise BaldistillError(f"{where}: not a Batch request line (custom_id, body)") from None
-        if request_key(material) != key:
-            raise BaldistillError(f"{where}: custom_id is not the cache key of its body (not written by a step?)")
-        return key, material
-
-    requests, output = dict(read_jsonl(input_path, check)), Path(output_path)
-    if not output.is_file():
-        raise BaldistillError(f"{output}: file not found")
-    answers, _ = parse_results(output.read_text(encoding="utf-8"))
-    stored = sum(cache.put(key, requests[key], answer) for key, answer in answers.items() if key in requests)
-    return stored, len(requests.keys() - answers.keys())
+def content_key(keys: list[str]) -> str:
+    """What names a job's requests, whatever their order."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
 
 
 class BatchJobs:
     """Batch jobs for one client's misses; use as `with BatchJobs(...) as jobs: jobs.answer(...)`."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        cache: RequestCache,
-        model: str,
-        price: Price,
-        cap: DollarCap,
-        payer: str | None,
-        poll_seconds: float,
-        max_retries: int,
-        timeout: float,
-        api_key_env: str,
-    ):
-        self.base_url, self.cache, self.model, self.price, self.cap = base_url, cache, model, price, cap
-        self.payer, self.poll_seconds, self.api_key_env = payer, poll_seconds, api_key_env
-        self.max_jobs = max_retries + 1  # the first job and a new one per retry of what it left unanswered
+    def __init__(self, base_url: str, api_key: str, *, payments: Payments, options: ClientOptions):
+        self.base_url, self.payments, self.options = base_url, payments, options
+        self.cache, self.model, self.payer = payments.cache, payments.model, payments.payer
+        self.max_jobs = options.max_retries + 1  # the first job and a new one per retry of what it left unanswered
         self._api_key = api_key  # only to scrub it from error messages
-        # The SDK retries the calls that are safe to repeat (upload, poll, download); creating a
-        # job is sent once (`_submit`), since a repeat after a lost reply would pay for two.
-        self._sdk = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout)
+        # The SDK retries the calls that are safe to repeat (upload, poll, list, download); creating
+        # a job is sent once per try (`_create`), since a repeat after a lost reply could pay for two.
+        self._sdk = openai.OpenAI(
+            base_url=base_url, api_key=api_key, max_retries=options.max_retries, timeout=options.timeout
+        )
 
     def __repr__(self) -> str:
         return f"BatchJobs(base_url={self.base_url!r})"
@@ -177,17 +92,18 @@ class BatchJobs:
         """Answer `missing` (key -> request) through Batch jobs, resuming this payer's unfinished ones
         first; `on_answer(key, answer)` follows each stored answer. Raises BaldistillError when the
         cap refuses a job or requests are still unanswered after the last job (answers stay stored)."""
-        todo = dict(missing)
+        todo, empties = dict(missing), Counter()
         for batch_id in self._resumable(todo):
             tqdm.write(f"teacher: resuming Batch job {batch_id}", file=sys.stderr)
             usage.batch_ids.append(batch_id)
-            self._finish(batch_id, todo, usage, on_answer, {})
+            resumed = {k: self.payments.resumed_unknown[k].pop(0) for k in todo if self.payments.resumed_unknown.get(k)}
+            self._finish(batch_id, todo, usage, on_answer, resumed, empties)
         jobs, why = 0, ""
         while todo and jobs < self.max_jobs:
-            reserved = self._reserve(todo)
-            batch_id = self._submit(todo, usage, reserved, again=jobs > 0)
+            attempts = self._reserve(todo)
+            batch_id = self._submit(todo, usage, attempts, again=jobs > 0)
             jobs += 1
-            why = self._finish(batch_id, todo, usage, on_answer, reserved)
+            why = self._finish(batch_id, todo, usage, on_answer, attempts, empties)
         if todo:
             raise BaldistillError(
                 scrub(
@@ -201,38 +117,39 @@ class BatchJobs:
         """This payer's recorded jobs that carry requests still missing (a killed run's)."""
         if self.payer is None:  # an anonymous client's jobs are nobody's to resume
             return []
-        open_jobs = self.cache.open_batches(self.payer, self.base_url)
+        open_jobs = self.cache.jobs.open(self.payer, self.base_url)
         return [batch_id for batch_id, keys in open_jobs if todo.keys() & set(keys) and self._known(batch_id)]
 
     def _known(self, batch_id: str) -> bool:
         """Whether the server still knows a recorded job; one it does not (404) is closed, not polled forever."""
         if self._call("poll the job", functools.partial(self._sdk.batches.retrieve, batch_id), gone=False) is False:
-            self.cache.close_batch(batch_id, "unknown to the server")
+            self.cache.jobs.close(batch_id, "unknown to the server")
             return False
         return True
 
-    def _reserve(self, todo: dict[str, Request]) -> dict[str, float]:
-        """Each request's worst case held under the cap, all or nothing, before anything is uploaded."""
-        worst = {key: worst_case_usd(r.messages, r.max_tokens, self.price) for key, r in todo.items()}
-        held = {}
-        for key, amount in worst.items():
-            if not self.cap.reserve(amount):
-                self._release(held)
-                total = sum(worst.values())
+    def _reserve(self, todo: dict[str, Request]) -> dict[str, Attempt]:
+        """Each request's worst case held under the cap, all or nothing, then journalled, before the upload."""
+        cap, price = self.payments.cap, self.payments.price
+        worst = {key: worst_case_usd(r.messages, r.max_tokens, price) for key, r in todo.items()}
+        held = []
+        for amount in worst.values():
+            if not cap.reserve(amount):
+                for back in held:
+                    cap.release(back)
                 raise BaldistillError(
-                    f"budget.max_usd: a Batch job of {len(todo)} teacher request(s) may cost up to ${total:.6f} "
-                    f"at batch price and ${self.cap.spent:.6f} of the ${self.cap.limit:.6f} cap is spent; "
-                    "raise budget.max_usd (answers paid so far are kept)"
+                    f"budget.max_usd: a Batch job of {len(todo)} teacher request(s) may cost up to "
+                    f"${sum(worst.values()):.6f} at batch price and ${cap.spent:.6f} of the ${cap.limit:.6f} cap "
+                    "is spent; raise budget.max_usd (answers paid so far are kept)"
                 )
-            held[key] = amount
-        return held
+            held.append(amount)
+        try:
+            return {a.key: a for a in self.payments.open(list(worst.items()))}
+        except BaseException:
+            for back in held:
+                cap.release(back)
+            raise
 
-    def _release(self, held: dict[str, float]) -> None:
-        for amount in held.values():
-            self.cap.release(amount)
-        held.clear()
-
-    def _submit(self, todo: dict[str, Request], usage: Usage, reserved: dict[str, float], *, again: bool) -> str:
+    def _submit(self, todo: dict[str, Request], usage: Usage, attempts: dict[str, Attempt], *, again: bool) -> str:
         """Upload `todo` and create its job; the job is recorded durably before this returns."""
         lines = "".join(json.dumps(job_line(key, r.body(self.model))) + "\n" for key, r in todo.items())
         try:
@@ -240,20 +157,60 @@ class BatchJobs:
                 "upload the requests",
                 functools.partial(self._sdk.files.create, file=("batch_in.jsonl", lines.encode()), purpose="batch"),
             )
-            create = self._sdk.with_options(max_retries=0).batches.create
-            job = self._call(
-                "create the job",
-                functools.partial(create, input_file_id=upload.id, endpoint=ENDPOINT, completion_window="24h"),
-            )
+            job = self._create(upload.id, content_key(list(todo)), usage)
         except BaseException:
-            self._release(reserved)  # nothing was submitted: nothing will be paid
+            self.payments.unbilled(list(attempts.values()), usage)  # nothing was submitted: nothing billed
+            attempts.clear()
             raise
-        self.cache.add_batch(job.id, self.payer or "", self.base_url, todo)
+        self.cache.jobs.add(job.id, self.payer or "", self.base_url, todo)
         usage.batch_ids.append(job.id)
         usage.http_attempts += len(todo)
         usage.retries += len(todo) if again else 0
         tqdm.write(f"teacher: Batch job {job.id} submitted with {len(todo)} request(s)", file=sys.stderr)
         return job.id
+
+    def _create(self, file_id: str, requests: str, usage: Usage) -> Any:
+        """The job for `file_id`: created, or found when an ambiguous failure may have created it."""
+        create = functools.partial(
+            self._sdk.with_options(max_retries=0).batches.create,
+            input_file_id=file_id,
+            endpoint=ENDPOINT,
+            completion_window="24h",
+            metadata={METADATA_KEY: requests, "input_file_id": file_id},
+        )
+        retry, last = self.options.retry, ""
+        for attempt in range(retry.max_retries + 1):
+            wait, no_job = None, False
+            try:
+                return create()
+            except openai.APIStatusError as exc:
+                if exc.status_code not in NO_JOB_MADE and exc.status_code < 500:
+                    raise self._refused("create the job", exc) from None
+                last, wait = f"HTTP {exc.status_code}", retry_after_seconds(exc.response.headers.get("retry-after"))
+                no_job = exc.status_code in NO_JOB_MADE
+                usage.rate_limited += exc.status_code == 429
+            except openai.APIConnectionError as exc:
+                last = f"no answer ({type(exc).__name__})"
+            if not no_job and (found := self._find(requests, file_id)) is not None:
+                return found  # the failed create had made it
+            if attempt < retry.max_retries:
+                time.sleep(retry.delay(attempt, wait))
+        raise BaldistillError(
+            scrub(
+                f"teacher Batch API: cannot create the job: {last} from {self.base_url} after "
+                f"{retry.max_retries + 1} attempt(s) (teacher.max_retries); no job was made",
+                self._api_key,
+            )
+        )
+
+    def _find(self, requests: str, file_id: str) -> Any | None:
+        """The job a create that failed ambiguously may have made, by its metadata; None: none was."""
+        listed = self._call("look the job up", functools.partial(self._sdk.batches.list, limit=100))
+        for job in listed.data:
+            metadata = job.metadata or {}
+            if metadata.get(METADATA_KEY) == requests and job.input_file_id == file_id:
+                return job
+        return None
 
     def _finish(
         self,
@@ -261,20 +218,33 @@ class BatchJobs:
         todo: dict[str, Request],
         usage: Usage,
         on_answer: Callable[[str, dict], None],
-        reserved: dict[str, float],
+        attempts: dict[str, Attempt],
+        empties: Counter,
     ) -> str:
-        """Wait for the job, store its answers to `todo` (removing them), release what it left
-        unanswered; returns why the first request it did not answer failed."""
-        try:
-            job = self._wait(batch_id)
-            answers, failures = self._results(job)
-            for key, answer in answers.items():
-                if key in todo:
-                    on_answer(key, self._store(key, todo.pop(key), answer, usage, reserved.pop(key, None)))
-        finally:
-            self._release(reserved)
-        self.cache.close_batch(batch_id, job.status)
-        return next(iter(failures.values()), None) or _job_trouble(job)
+        """Wait for the job, store its answers to `todo` (removing them) with their bills, settle what it
+        left unanswered as not billed; returns why the first request it did not answer failed."""
+        job = self._wait(batch_id)
+        results = self._results(job)
+        why = ""
+        for key in list(attempts):
+            result = results.get(key, LineResult(None, False, ""))
+            attempt, request = attempts.pop(key), todo[key]
+            if result.answer is not None and result.why and empties[key] < 1 and result.priced:
+                empties[key] += 1  # an answer without text: billed, and asked once more
+                self.payments.billed(attempt, result.answer, usage)
+                why = why or result.why
+            elif result.answer is not None:
+                stored = self.payments.keep(attempt, request.material(self.model), result.answer, result.priced, usage)
+                del todo[key]
+                on_answer(key, stored)
+            elif result.billed_maybe:
+                self.payments.unknown(attempt, usage)
+                why = why or result.why
+            else:
+                self.payments.unbilled([attempt], usage)
+                why = why or result.why
+        self.cache.jobs.close(batch_id, job.status)
+        return why or _job_trouble(job)
 
     def _wait(self, batch_id: str) -> Any:
         """Poll until the job ends, its request counts on a progress bar."""
@@ -288,46 +258,35 @@ class BatchJobs:
                     bar.set_postfix(status=job.status, failed=counts.failed)
                 if job.status in TERMINAL:
                     return job
-                time.sleep(self.poll_seconds)
+                time.sleep(self.options.batch_poll_seconds)
 
-    def _results(self, job: Any) -> tuple[dict[str, dict], dict[str, str]]:
-        """The job's answers and failures from its output and error files."""
-        answers, failures = {}, {}
+    def _results(self, job: Any) -> dict[str, LineResult]:
+        """The job's line results from its output and error files."""
+        results = {}
         for file_id in (job.output_file_id, job.error_file_id):
             if file_id:
                 content = self._call("read the job's results", functools.partial(self._sdk.files.content, file_id))
-                got, failed = parse_results(content.content.decode("utf-8"))
-                answers.update(got)
-                failures.update(failed)
-        return answers, failures
-
-    def _store(self, key: str, request: Request, answer: dict, usage: Usage, worst: float | None) -> dict:
-        """Store one answer with its payment (at batch price) and count it, as client.py does for sync answers."""
-        cost = self.price.cost(answer["prompt_tokens"], answer["completion_tokens"])
-        payment = Payment(self.payer or "", self.model, answer["prompt_tokens"], answer["completion_tokens"], cost)
-        if not self.cache.put(key, request.material(self.model), answer, payment):
-            answer = self.cache.get(key) or answer  # another process stored one first: it wins
-        usage.paid(answer, cost)
-        if worst is None:  # a resumed job: a killed run's reservation died with it
-            self.cap.spent += cost
-        else:
-            self.cap.settle(worst, cost)
-        return answer
+                results.update(parse_results(content.content.decode("utf-8")))
+        return results
 
     def _call(self, what: str, call: Callable[[], Any], gone: Any = None) -> Any:
         """One SDK call; its failures become one line without the API key (`gone`, if given: returned on a 404)."""
         try:
             return call()
         except openai.APIStatusError as exc:
-            status = exc.status_code
-            if status == 404 and gone is not None:
+            if exc.status_code == 404 and gone is not None:
                 return gone
-            hint = NO_BATCH_API if status == 404 else FATAL_HINTS.get(status, "the server refused the request")
-            detail = " ".join(str(_server_message(exc)).split())[:200]
-            message = f"teacher Batch API: cannot {what}: HTTP {status} from {self.base_url}: {detail} ({hint})"
+            raise self._refused(what, exc) from None
         except openai.APIConnectionError as exc:
             message = f"teacher Batch API: cannot {what}: no answer from {self.base_url} ({type(exc).__name__}: {exc})"
-        raise BaldistillError(scrub(message.replace("${env}", f"${self.api_key_env}"), self._api_key))
+            raise BaldistillError(scrub(message, self._api_key)) from None
+
+    def _refused(self, what: str, exc: openai.APIStatusError) -> BaldistillError:
+        status = exc.status_code
+        hint = NO_BATCH_API if status == 404 else FATAL_HINTS.get(status, "the server refused the request")
+        detail = " ".join(str(_server_message(exc)).split())[:200]
+        message = f"teacher Batch API: cannot {what}: HTTP {status} from {self.base_url}: {detail} ({hint})"
+        return BaldistillError(scrub(message.replace("${env}", f"${self.options.api_key_env}"), self._api_key))
 
 
 def _server_message(exc: openai.APIStatusError) -> str:

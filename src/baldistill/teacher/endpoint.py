@@ -12,10 +12,11 @@ answered wholly from the cache starts no server and needs no key:
         client.export_used(here.teacher_responses("annotate"))
 
 `max_usd` (budget.max_usd) caps dollars over the whole run; `spent_usd` is
-what the run's earlier steps paid, and `payer` names this run step (see
-`step_payer`) so that its payments are journalled with the answers and a
-re-run of a killed step counts them once. They are closed, for good, when
-the block exits without an error: write the step's outputs inside it.
+what the run's earlier steps paid or may have paid (usage.py `usd_spent`),
+and `payer` names this run step (journal.py `step_payer`) so that its
+attempts are journalled under it and a re-run of a killed step counts them
+once. They are closed, for good, when the block exits without an error:
+write the step's outputs inside it.
 
 The API key comes only from the environment variable named by
 teacher.api_key_env and lives only in the client and its SDK object; it is
@@ -33,18 +34,12 @@ from baldistill.core.errors import BaldistillError
 from baldistill.core.params import Teacher
 from baldistill.teacher.cache import RequestCache
 from baldistill.teacher.client import TeacherClient
+from baldistill.teacher.options import ClientOptions
 from baldistill.teacher.server import LOCAL, teacher_endpoint
 from baldistill.teacher.spending import DollarCap
 
 LOCAL_KEY = "sk-local-no-key"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-def step_payer(step: str, stage: str) -> str:
-    """Who pays for a step's answers: the repository, the DVC experiment (its name
-    survives a re-run of a killed `dvc exp run -n NAME`), and the step."""
-    root = os.environ.get("DVC_ROOT") or os.getcwd()
-    return f"{root}|{os.environ.get('DVC_EXP_NAME') or 'workspace'}|{step}@{stage}"
 
 
 @contextmanager
@@ -81,22 +76,12 @@ def open_client(
 
         client = TeacherClient(
             connect=connect,
-            model=teacher.model,
             cache=cache,
             budget=budget,
-            concurrency=teacher.concurrency,
-            timeout=teacher.timeout,
-            max_retries=teacher.max_retries,
-            price=(teacher.price.input_per_1m, teacher.price.output_per_1m),
-            api_key_env=teacher.api_key_env,
-            backoff=backoff,
-            server_log=lambda: log_reader[0]() if log_reader else None,
+            options=ClientOptions.from_teacher(teacher, backoff=backoff),
             cap=DollarCap(max_usd, spent_usd),
             payer=payer,
-            rate_limits=(teacher.rpm, teacher.tpm),
-            mode=teacher.mode,
-            batch_poll_seconds=teacher.batch_poll_seconds,
-            batch_factor=teacher.price.batch_factor,
+            server_log=lambda: log_reader[0]() if log_reader else None,
         )
         yield client
         client.close_payments()

@@ -1,11 +1,15 @@
-"""The hard dollar cap (`budget.max_usd`): reserve a request's worst case, settle to its real cost.
+"""The hard dollar cap (`budget.max_usd`): reserve each attempt's worst case, settle to its real cost.
 
-Before a request is sent, its worst-case cost is reserved: an upper bound on
-its prompt tokens plus its max_tokens, at teacher.price. A request whose
+A provider bills every attempt that reaches its model, so before each attempt
+is sent (a retry included) its worst-case cost is reserved: an upper bound on
+its prompt tokens plus its max_tokens, at teacher.price. An attempt whose
 reservation would pass the cap waits while others are in flight (their
 settlement may free room) and is refused, with one line, once nothing is in
-flight. When the answer arrives the reservation becomes the answer's real cost
-(the server's own token counts), so the cap binds what was paid, not guesses.
+flight. When the server answers with its usage the reservation becomes that
+real cost (the server's own token counts); an error status frees it (nothing
+billed); an attempt whose fate stays unknown (a timeout, a dropped connection)
+keeps its worst case for good. So what the provider can bill never passes the
+cap, and the cap binds what was paid, not guesses.
 
 The prompt bound must hold for any teacher without knowing its tokenizer:
 byte-level BPE tokenizers (GPT, Qwen, Llama 3) never make more tokens than the
@@ -35,6 +39,10 @@ class Price:
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
+
+    def scaled(self, factor: float) -> Price:
+        """This price times `factor` (the Batch API's discount)."""
+        return Price(self.input_per_1m * factor, self.output_per_1m * factor)
 
 
 def message_bytes(messages: Sequence[dict]) -> int:
@@ -71,13 +79,13 @@ class DollarCap:
         return True
 
     def settle(self, reserved: float, actual: float) -> None:
-        """The answer arrived: its reservation becomes its real cost."""
+        """The attempt's bill is known (`actual`), or will never be (`actual` = `reserved`)."""
         self.reserved = max(0.0, self.reserved - reserved) if self.holding > 1 else 0.0
         self.holding -= 1
         self.spent += actual
 
     def release(self, reserved: float) -> None:
-        """The request failed for good: nothing was paid."""
+        """The attempt was refused by the server (or never sent): nothing was billed."""
         self.reserved = max(0.0, self.reserved - reserved) if self.holding > 1 else 0.0
         self.holding -= 1
 

@@ -80,7 +80,10 @@ def synthesize(
     for (domain, i, demos, _), response in zip(calls, responses, strict=True):
         finish = response.finish_reason or "unknown"
         finish_reasons[finish] = finish_reasons.get(finish, 0) + 1
-        row, reason = parse_synthetic(response, domain, i, stage, info, prompts, by_domain.get(domain, []), demos)
+        if response.failure:  # no text at all, twice (transport.py): dropped by that reason
+            row, reason = None, response.failure
+        else:
+            row, reason = parse_synthetic(response, domain, i, stage, info, prompts, by_domain.get(domain, []), demos)
         if row is not None and overlaps(row.input, overlap_index):
             row, reason = None, "test_overlap"
         if row is None:

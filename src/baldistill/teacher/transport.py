@@ -1,11 +1,23 @@
 """The wire: HTTP attempts through the `openai` SDK and the retry loop around them.
 
 Why not the SDK's own retries: we must retry failures the SDK treats as
-success (malformed JSON, empty content), honour Retry-After dates, and count
-every attempt, so the SDK runs with max_retries=0 and this module owns the
-loop. 408, 409, 429, 5xx, connection errors and timeouts are retried with
+success (malformed JSON), honour Retry-After dates, and journal and price
+every attempt before and after it is sent (an `AttemptMeter`, client.py), so
+the SDK runs with max_retries=0 and this module owns the loop. 408, 409, 429,
+5xx, connection errors, timeouts and unreadable bodies are retried with
 exponential backoff and jitter (or after the server's Retry-After, capped);
 400, 401, 403 and 404 fail at once with one line saying what to check.
+
+An answer with no usable text (empty content, or finish_reason "length"
+before any text: a reasoning model that spent max_tokens thinking) is billed
+and, greedy or seeded, comes back the same when asked the same way: it is
+asked once more, then returned as it is, for the step to drop the row and
+count why (messages.py `unusable`), never retried up to max_retries times.
+
+What each attempt tells the meter: an answer with usage was billed at that
+usage; an error status was not billed; a timeout, a dropped connection or an
+unreadable body leaves its fate unknown (the provider may have answered and
+billed it), so it keeps its worst case.
 
 Rate limits (rate_limit.py): with a RateLimiter each attempt waits for its
 turn under teacher.rpm / teacher.tpm, every answer's x-ratelimit-* headers are
@@ -23,10 +35,12 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import openai
 
 from baldistill.core.errors import BaldistillError
+from baldistill.teacher.messages import unusable
 from baldistill.teacher.rate_limit import RateLimiter, request_tokens
 from baldistill.teacher.usage import Usage
 
@@ -37,6 +51,39 @@ FATAL_HINTS = {
     404: "check teacher.base_url and teacher.model",
 }
 MAX_RETRY_AFTER = 300.0
+UNUSABLE_TRIES = 2  # an answer without text is asked once more, not max_retries times
+
+
+class AttemptMeter(Protocol):
+    """What the retry loop tells about each attempt (client.py's `_Meter` journals and prices them)."""
+
+    async def before(self) -> Any:
+        """Reserve and journal the attempt about to be sent; returns its ticket (may raise: the cap refuses)."""
+
+    async def billed(self, ticket: Any, answer: dict) -> None:
+        """An answer with its usage that is not kept (it is asked again)."""
+
+    async def unbilled(self, ticket: Any) -> None:
+        """An error status: nothing billed."""
+
+    async def lost(self, ticket: Any) -> None:
+        """No usage came back: possibly billed, up to its worst case."""
+
+    def unknown(self, ticket: Any) -> None:
+        """`lost`, for an attempt cancelled while in flight (synchronous: a cancelled task awaits nothing)."""
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The attempt whose answer is kept: `priced` if the server sent its usage."""
+
+    answer: dict
+    ticket: Any
+    priced: bool
+
+
+class Unreadable(Exception):
+    """A 200 whose body is not a chat completion: the server may have billed it."""
 
 
 class Transient(Exception):
@@ -93,36 +140,67 @@ class Transport:
     async def __aexit__(self, *exc: object) -> None:
         await self._sdk.close()
 
-    async def ask(self, body: dict, usage: Usage) -> dict:
-        """The answer fields of the chat completion `body` asks for, retrying
-        transient failures; attempts and retries are counted in `usage`.
-        Raises BaldistillError (one line) when the request is refused or retries run out."""
-        last = "no attempt"
+    async def ask(self, body: dict, usage: Usage, meter: AttemptMeter) -> Answered:
+        """The kept answer to the chat completion `body`, retrying transient failures; every
+        attempt goes through `meter` and is counted in `usage`. Raises BaldistillError (one
+        line) when the request is refused or retries run out."""
+        last, empty = "no attempt", 0
         tokens = request_tokens(body["messages"], body.get("max_tokens") or 0)
         for attempt in range(self.retry.max_retries + 1):
             if attempt:
                 usage.retries += 1
-            try:
-                async with self._slots:
-                    # Inside the slot: a 429 that sets a pause is seen by the next request to get one.
-                    if self.limiter is not None:
-                        await self.limiter.acquire(tokens)
-                    usage.http_attempts += 1
+            retry_after = None
+            async with self._slots:
+                # Inside the slot: a 429 that sets a pause is seen by the next request to get one.
+                if self.limiter is not None:
+                    await self.limiter.acquire(tokens)
+                ticket = await meter.before()
+                usage.http_attempts += 1
+                try:
                     text = await asyncio.wait_for(self._post(body), self.timeout)
-                return parse_answer(text)
-            except (Transient, asyncio.TimeoutError) as exc:
-                transient = isinstance(exc, Transient)
-                if transient and exc.status == 429:
-                    usage.rate_limited += 1
-                    if self.limiter is not None:  # everyone waits, not only this request
-                        self.limiter.pause(exc.retry_after)
-                last = str(exc) if transient else f"no answer within teacher.timeout={self.timeout:g}s"
-                if attempt < self.retry.max_retries:
-                    await asyncio.sleep(self.retry.delay(attempt, exc.retry_after if transient else None))
+                except BaldistillError:  # refused for good
+                    await meter.unbilled(ticket)
+                    raise
+                except Transient as exc:
+                    await self._failed(exc, ticket, meter, usage)
+                    last, retry_after = str(exc), exc.retry_after
+                    text = None
+                except asyncio.TimeoutError:
+                    await meter.lost(ticket)
+                    last, text = f"no answer within teacher.timeout={self.timeout:g}s", None
+                except BaseException:  # cancelled while in flight: it may still be answered and billed
+                    meter.unknown(ticket)
+                    raise
+            if text is not None:
+                try:
+                    answer, priced = read_completion(text)
+                except Unreadable as exc:
+                    await meter.lost(ticket)
+                    last = str(exc)
+                else:
+                    why = unusable(answer)
+                    empty += why is not None
+                    if why is None or empty >= UNUSABLE_TRIES or attempt == self.retry.max_retries:
+                        return Answered(answer, ticket, priced)
+                    await (meter.billed(ticket, answer) if priced else meter.lost(ticket))
+                    last = why
+            if attempt < self.retry.max_retries:
+                await asyncio.sleep(self.retry.delay(attempt, retry_after))
         raise BaldistillError(
             f"teacher request failed after {self.retry.max_retries + 1} attempt(s) at {self.base_url}: "
             f"{scrub(last, self._api_key)}"
         )
+
+    async def _failed(self, exc: Transient, ticket: Any, meter: AttemptMeter, usage: Usage) -> None:
+        """A transient failure: an error status was not billed; a lost connection may have been."""
+        if exc.status is None:
+            await meter.lost(ticket)
+            return
+        await meter.unbilled(ticket)
+        if exc.status == 429:
+            usage.rate_limited += 1
+            if self.limiter is not None:  # everyone waits, not only this request
+                self.limiter.pause(exc.retry_after)
 
     async def _post(self, body: dict) -> str:
         """One HTTP attempt; returns the raw body, or raises Transient / BaldistillError."""
@@ -163,23 +241,27 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return str(body or exc.message)
 
 
-def parse_answer(text: str) -> dict:
-    """The answer fields of a chat-completion body; malformed or empty content is transient."""
+def read_completion(text: str) -> tuple[dict, bool]:
+    """(answer fields, whether the body carried its usage) of a chat-completion body;
+    raises Unreadable for one that is not. The content may be empty (see `unusable`)."""
     try:
         obj = json.loads(text)
         choice = obj["choices"][0]
         content = choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
-        raise Transient("malformed JSON in the response") from None
-    if not isinstance(content, str) or not content.strip():
-        raise Transient("empty content in the response")
-    usage = obj.get("usage") or {}
-    return {
-        "content": content,
+        raise Unreadable("malformed JSON in the response") from None
+    if content is not None and not isinstance(content, str):
+        raise Unreadable("malformed JSON in the response")
+    usage = obj.get("usage")
+    priced = isinstance(usage, dict) and usage.get("prompt_tokens") is not None
+    usage = usage if isinstance(usage, dict) else {}
+    answer = {
+        "content": content or "",
         "finish_reason": choice.get("finish_reason"),
         "prompt_tokens": int(usage.get("prompt_tokens") or 0),
         "completion_tokens": int(usage.get("completion_tokens") or 0),
     }
+    return answer, priced
 
 
 def retry_after_seconds(value: str | None) -> float | None:

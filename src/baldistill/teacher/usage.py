@@ -12,18 +12,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# usd_paid: what this run paid, at teacher.price (estimated_cost_usd: its older name, kept
-# for ledgers read by older reports); usd_budgeted: what every answer the run used cost
-# whoever paid it (cache hits included), the dollar twin of calls_budgeted.
+# usd_paid: what this run's billed attempts cost, at teacher.price (estimated_cost_usd: its
+# older name, kept for ledgers read by older reports); usd_budgeted: what every answer the
+# run used cost whoever paid it (cache hits included), the dollar twin of calls_budgeted;
+# usd_unknown: the worst case of attempts that may have been billed (no usage came back).
 LEDGER_FIELDS = (
     "calls_budgeted",
     "calls_paid",
+    "attempts_billed",
+    "attempts_unknown",
     "prompt_tokens",
     "completion_tokens",
     "estimated_cost_usd",
     "usd_budgeted",
     "usd_paid",
+    "usd_unknown",
 )
+USD_FIELDS = ("estimated_cost_usd", "usd_budgeted", "usd_paid", "usd_unknown")
 # Summed from each step's `server` (the local llama.cpp server's log), so a run's
 # teacher speed can be quoted beside its wall time; zero for a remote teacher.
 SERVER_FIELDS = {
@@ -41,6 +46,11 @@ class Usage:
     calls_budgeted: distinct requests new to the budget (cache hits included);
     calls_paid: answers fetched from the teacher; cached: answers the cache
     had; http_attempts and retries: what the paid answers took on the wire;
+    attempts_billed: attempts the server answered with its usage (each one
+    billed, whatever its content; tokens and usd_paid are theirs);
+    attempts_unknown and usd_unknown: attempts sent whose fate no usage told
+    (a timeout, a dropped connection), at their worst case (journal.py);
+    failed: requests whose last answer had no usable text, by why (messages.py);
     seconds: wall time spent fetching them; server: the local llama.cpp
     server's prompt and generation tokens/s from its log (server_log.py),
     None for a remote teacher or when nothing was fetched; batch_ids: the
@@ -49,6 +59,8 @@ class Usage:
 
     calls_budgeted: int = 0
     calls_paid: int = 0
+    attempts_billed: int = 0
+    attempts_unknown: int = 0
     cached: int = 0
     http_attempts: int = 0
     retries: int = 0
@@ -61,19 +73,32 @@ class Usage:
     server: dict | None = None
     usd_budgeted: float = 0.0
     usd_paid: float = 0.0
+    usd_unknown: float = 0.0
+    failed: dict[str, int] = field(default_factory=dict)
     batch_ids: list[str] = field(default_factory=list)
 
     @property
     def estimated_cost_usd(self) -> float:
         return (self.prompt_tokens * self.input_per_1m + self.completion_tokens * self.output_per_1m) / 1e6
 
-    def paid(self, answer: dict, usd: float = 0.0) -> None:
-        """Count one answer this run paid the teacher for (`usd` at teacher.price)."""
-        self.calls_paid += 1
-        self.prompt_tokens += answer["prompt_tokens"]
-        self.completion_tokens += answer["completion_tokens"]
+    def billed(self, prompt_tokens: int, completion_tokens: int, usd: float) -> None:
+        """Count one attempt the server billed (`usd`: its usage at teacher.price)."""
+        self.attempts_billed += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
         self.usd_paid += usd
         self.usd_budgeted += usd
+
+    def unknown(self, worst_usd: float, count: int = 1) -> None:
+        """Count an attempt that may have been billed, at its worst case (count -1: its fate became known)."""
+        self.attempts_unknown += count
+        self.usd_unknown += count * worst_usd
+
+    def answered(self, failure: str | None) -> None:
+        """Count one request the teacher answered for this run (`failure`: why its answer has no text)."""
+        self.calls_paid += 1
+        if failure:
+            self.failed[failure] = self.failed.get(failure, 0) + 1
 
     def used(self, usd: float) -> None:
         """Count one answer the cache had (paid by someone else): used, not paid."""
@@ -83,7 +108,8 @@ class Usage:
         data = asdict(self)
         price = {"input_per_1m": data.pop("input_per_1m"), "output_per_1m": data.pop("output_per_1m")}
         data["seconds"] = round(self.seconds, 3)
-        data["usd_budgeted"], data["usd_paid"] = round(self.usd_budgeted, 6), round(self.usd_paid, 6)
+        for name in ("usd_budgeted", "usd_paid", "usd_unknown"):
+            data[name] = round(data[name], 6)
         return {**data, "estimated_cost_usd": round(self.estimated_cost_usd, 6), "price": price}
 
 
@@ -103,7 +129,7 @@ def add_usage(ledger: dict, *usages: dict, rows_synthesized: int = 0) -> dict:
             total[name] += usage.get(name, 0)
         for name, key in SERVER_FIELDS.items():
             total[name] += (usage.get("server") or {}).get(key, 0)
-    for name in ("estimated_cost_usd", "usd_budgeted", "usd_paid"):
+    for name in USD_FIELDS:
         total[name] = round(total[name], 6)
     for name in ("server_prompt_seconds", "server_generation_seconds"):
         total[name] = round(total[name], 3)
@@ -115,6 +141,12 @@ def add_usage(ledger: dict, *usages: dict, rows_synthesized: int = 0) -> dict:
 def usd_paid(usage_or_ledger: dict) -> float:
     """Dollars paid, from a Usage dict or a ledger (older ones only have estimated_cost_usd)."""
     return float(usage_or_ledger.get("usd_paid", usage_or_ledger.get("estimated_cost_usd", 0.0)))
+
+
+def usd_spent(usage_or_ledger: dict) -> float:
+    """What the dollar cap counts as spent: dollars paid, and the worst case of attempts
+    that may have been billed (older ledgers have none)."""
+    return usd_paid(usage_or_ledger) + float(usage_or_ledger.get("usd_unknown", 0.0))
 
 
 def _rate(tokens: int, seconds: float) -> float | None:
