@@ -12,6 +12,7 @@ from baldistill.core.params import load_params, stage_index
 from baldistill.core.policies import policy_spec
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
+from baldistill.core.step_keys import ANNOTATE, teacher_keys
 from baldistill.teacher.annotation import annotate, keep_gold_labels
 from baldistill.teacher.budget import check_run_budget, step_allowance
 from baldistill.teacher.endpoint import open_client
@@ -34,8 +35,9 @@ def main(stage: str, previous: str) -> None:
         check_run_budget(params.budget.total, so_far, allowance, f"annotate@{stage}")
         spent = usd_spent(earlier) + usd_spent(synthesized["teacher"])
         cap = {"max_usd": params.budget.max_usd, "spent_usd": spent, "payer": step_payer("annotate", stage)}
-        with open_client(params.teacher, budget=allowance, **cap) as client:
-            rows, report = annotate(todo, k, params.teacher, params.data.max_input_chars, info, client)
+        teacher = teacher_keys(params.teacher, ANNOTATE)  # only the keys dvc.yaml lists for this step
+        with open_client(teacher, budget=allowance, **cap) as client:
+            rows, report = annotate(todo, k, teacher, params.data.max_input_chars, info, client)
             client.export_used(here.teacher_responses("annotate"))
             write_outputs(here, rows, report, earlier, synthesized)
     else:

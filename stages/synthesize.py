@@ -12,6 +12,7 @@ from baldistill.core.files import read_json, write_json
 from baldistill.core.params import load_params, stage_index
 from baldistill.core.rows import read_rows, write_rows
 from baldistill.core.step import stage_command
+from baldistill.core.step_keys import SYNTHESIZE, teacher_keys
 from baldistill.teacher.budget import check_run_budget, step_allowance
 from baldistill.teacher.endpoint import open_client
 from baldistill.teacher.journal import step_payer
@@ -27,7 +28,8 @@ def main(stage: str, previous: str) -> None:
     quota = {d: n for d, n in allocation["synthetic"].items() if n > 0}
     pool = with_earlier_rationales(read_rows(layout.POOL), read_rows(layout.StagePaths(previous).train_set))
     info, k = DatasetInfo.load(layout.INFO), stage_index(stage)
-    teacher, seed, max_input_chars = params.teacher, params.policy.seed, params.data.max_input_chars
+    teacher = teacher_keys(params.teacher, SYNTHESIZE)  # only the keys dvc.yaml lists for this step
+    seed, max_input_chars = params.policy.seed, params.data.max_input_chars
     earlier = read_json(layout.StagePaths(previous).ledger)  # the run's earlier stages
     allowance = step_allowance(allocation, "synthesize", str(here.allocation))
     check_run_budget(params.budget.total, earlier["calls_budgeted"], allowance, f"synthesize@{stage}")

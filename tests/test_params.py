@@ -7,7 +7,7 @@ import yaml
 from pydantic import BaseModel
 
 from baldistill.core.errors import BaldistillError
-from baldistill.core.params import Params, load_params
+from baldistill.core.params import Params, Teacher, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,3 +95,19 @@ def test_missing_and_invalid_yaml(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(BaldistillError, match="invalid YAML"):
         load_params(bad)
+
+
+def test_a_step_reads_only_the_teacher_keys_it_lists():
+    """The view a teacher step gets (core/step_keys.py) answers its own keys and refuses the rest,
+    so library code reading a key dvc.yaml does not list for the step fails instead of going stale."""
+    from baldistill.core.step_keys import ANNOTATE, SYNTHESIZE, teacher_keys
+
+    teacher = Teacher().model_copy(update={"on_mismatch": "drop", "synth_temperature": 0.5})
+    annotate, synthesize = teacher_keys(teacher, ANNOTATE), teacher_keys(teacher, SYNTHESIZE)
+    assert annotate.on_mismatch == "drop" and annotate.price == teacher.price
+    assert synthesize.synth_temperature == 0.5
+    with pytest.raises(AttributeError, match=r"teacher\.on_mismatch is not among the keys"):
+        _ = synthesize.on_mismatch
+    with pytest.raises(AttributeError, match=r"teacher\.synth_temperature"):
+        _ = annotate.synth_temperature
+    assert set(ANNOTATE) | set(SYNTHESIZE) == set(Teacher.model_fields)  # every key read by some step

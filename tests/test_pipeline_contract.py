@@ -113,9 +113,14 @@ def _new_problems(tmp_path, check, dvc_yaml: str) -> list[str]:
             "dep src/baldistill/student is code the step does not import (a stale dep)",
         ),
         (
-            dict(section="params", remove="teacher"),
+            dict(section="params", remove="teacher.synth_temperature"),
             params_problems,
-            "reads params key teacher but its params: do not list it",
+            "reads params key teacher.synth_temperature but its params: do not list it",
+        ),
+        (
+            dict(section="params", add="teacher.on_mismatch"),  # annotation's key: synthesis never reads it
+            params_problems,
+            "lists params key teacher.on_mismatch but never reads it (a stale param)",
         ),
         (
             dict(section="params", remove="data.max_input_chars", add="data"),
@@ -128,7 +133,15 @@ def _new_problems(tmp_path, check, dvc_yaml: str) -> list[str]:
             "lists params key train.seed but never reads it (a stale param)",
         ),
     ],
-    ids=["removed dep", "stale module dep", "stale folder dep", "removed param", "too broad a param", "stale param"],
+    ids=[
+        "removed dep",
+        "stale module dep",
+        "stale folder dep",
+        "removed param",
+        "another step's leaf",
+        "too broad a param",
+        "stale param",
+    ],
 )
 def test_a_broken_promise_in_dvc_yaml_is_reported(tmp_path, edit, check, expected):
     dvc_yaml = _edited("synthesize", **edit)

@@ -1,5 +1,12 @@
-"""The `baldistill` command: plan a run, fetch offline assets, compare experiments
-(report) and summarize the last run (summary)."""
+"""The `baldistill` command and its subcommands:
+
+- plan: each stage's quotas, calls, tokens and dollars before anything is paid;
+- fetch: assemble and verify the offline model files;
+- report: compare experiments (tables, intervals, charts; run records);
+- summary: the last run's reading, routes, collapses and intervals;
+- spend: what the teacher was paid, per model and run;
+- cache export / cache import: carry teacher answers between machines;
+- batch import: load vLLM's offline batch answers into the teacher cache."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 from pydantic import BaseModel
 
+from baldistill.core import step_keys
 from baldistill.core.params import Params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +43,9 @@ UNTRACKED_MODULES = {
 MODULE_DATA = {"baldistill.prompts": "src/baldistill/prompts/*.yaml"}
 # Properties of Params that read a params key.
 DERIVED_KEYS = {"K": "stages", "stage_names": "stages"}
+# Views that read only some keys of a section: `teacher_keys(params.teacher, ANNOTATE)` reads
+# teacher.<each key of step_keys.ANNOTATE>, not the whole section.
+SECTION_VIEWS = {"teacher_keys": "teacher"}
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,10 @@ def params_reads(script: Path) -> tuple[set[str], list[str]]:
             top = parent[top]
             chain.append(top.attr)
         key = _params_key(chain) if chain else None
+        viewed = _view_keys(parent.get(top), top, chain)
+        if viewed is not None:
+            keys |= viewed
+            continue
         if not chain:
             misuses.append(f"line {node.lineno}: uses the whole Params `{node.id}`, not a section or key of it")
         elif key is None:
@@ -268,6 +276,19 @@ def params_reads(script: Path) -> tuple[set[str], list[str]]:
         else:
             keys.add(key)
     return keys, misuses
+
+
+def _view_keys(call: ast.AST | None, arg: ast.AST, chain: list[str]) -> set[str] | None:
+    """The keys a `teacher_keys(params.teacher, NAME)` call reads (NAME a tuple of
+    core/step_keys.py), or None where `arg` is not such a call's section."""
+    if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) in SECTION_VIEWS):
+        return None
+    if chain != [SECTION_VIEWS[call.func.id]] or call.args[:1] != [arg] or len(call.args) != 2:
+        return None
+    names = call.args[1]
+    if not isinstance(names, ast.Name) or not hasattr(step_keys, names.id):
+        return None
+    return {f"{chain[0]}.{key}" for key in getattr(step_keys, names.id)}
 
 
 def cmd_reads(stage: Stage) -> set[str]:
