@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from baldistill.core.metrics import score
+from baldistill.report import comparison
 from baldistill.student.training_log import STEP_METRICS
 
 from support.dvc_project import REPO, dvc, make_project, ran_stages, run
@@ -257,7 +258,8 @@ def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teach
     assert "| naive | 2 | " in report and "±" in report
     assert "Against naive (2 runs)" in report
     [row] = [line for line in report.splitlines() if line.startswith("| adaptive | 1 | ") and "[" in line]
-    assert row.count("[") == 4  # an interval per score ("[n/a]" where undefined)
+    # An interval per score ("[n/a]" where undefined): macro, micro, balanced macro, head, tail.
+    assert row.count("[") == len(comparison.KEYS) == 5
     assert "- adaptive: " in report  # the plain sentence, significant or not
     assert (project / "seeds/per_domain.png").read_bytes()[:4] == b"\x89PNG"
     assert (project / "seeds/head_tail.png").read_bytes()[:4] == b"\x89PNG"
@@ -265,9 +267,12 @@ def test_report_gives_mean_spread_and_paired_intervals_over_seeds(project, teach
     assert naive1.endswith("| 10 |")  # wall minutes from --times
     assert all(cell.strip().isdigit() for cell in [naive1.split("|")[-3]])  # rows selected over the stages
     # Seed 2 restored seed 1's s0 teacher steps from DVC's run cache (same inputs): billed once, to seed 1.
-    [note] = [line for line in report.splitlines() if line.startswith("- naive-seed2: ")]
+    # (the label-use lines start with the run's name too: "- naive-seed2: never predicts ...")
+    [note] = [line for line in report.splitlines() if line.startswith("- naive-seed2: ") and "made by" in line]
     assert "annotate@s0" in note and note.endswith("made by naive-seed1")
-    billed = [int(line.split("|")[9]) for line in report.splitlines() if line.startswith("| naive-seed")]
+    [header] = [line for line in report.splitlines() if line.startswith("| experiment |") and "calls paid" in line]
+    paid_column = [cell.strip() for cell in header.split("|")].index("calls paid")
+    billed = [int(line.split("|")[paid_column]) for line in report.splitlines() if line.startswith("| naive-seed")]
     assert sum(billed) == paid_for_seeds > 0
     # The saved run records rebuild the same report outside the repository (as on a fresh clone).
     elsewhere = tmp_path_factory.mktemp("fresh-clone")
