@@ -1,5 +1,6 @@
-"""allocate STAGE PREVIOUS: this stage's per-domain quotas, head and tail
-(policy feedback: from the previous student's validation scores)."""
+"""allocate STAGE PREVIOUS: this stage's per-domain quotas, and which domains the
+pool meets and which need synthesis (policy feedback: from the previous student's
+validation scores)."""
 
 import sys
 
@@ -22,8 +23,10 @@ def main(stage: str, previous: str) -> None:
     result = allocate(params.budget.total, params.policy, params.K, counts, state, stage_index(stage), scores)
     write_json(here.allocation, result)
     print(
-        f"{stage}: {result['teacher_calls']} teacher calls, {len(result['head'])} head and "
-        f"{len(result['tail'])} tail domains, {sum(result['synthetic'].values())} rows to synthesize",
+        # Algorithm 1's per-stage split (not the data set's head/tail): a domain whose
+        # unused pool rows meet its quota, or one that needs synthesis.
+        f"{stage}: {result['teacher_calls']} teacher calls, {len(result['head'])} domains met from the pool, "
+        f"{len(result['tail'])} needing synthesis, {sum(result['synthetic'].values())} rows to synthesize",
         file=sys.stderr,
     )
 

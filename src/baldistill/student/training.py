@@ -33,7 +33,7 @@ from pathlib import Path
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from peft import LoraConfig, get_peft_model
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
 from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.params import Lora, Student, Train
@@ -167,6 +167,23 @@ class StepRecords(TrainerCallback):
         self.mark = time.perf_counter()  # the log's own writes count to no step
 
 
+class LossOnBar(ProgressCallback):
+    """The Trainer's progress bar with the step's loss on it, in place of a printed
+    dict per step (dvclive keeps every step's record; the terminal needs one line)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+
+
+def quiet_progress(trainer: Trainer) -> None:
+    """Swap the Trainer's log printers for LossOnBar (no bar where tqdm is off)."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if not trainer.args.disable_tqdm:
+        trainer.add_callback(LossOnBar)
+
+
 def training_arguments(cfg: Train, accumulation: int, per_epoch: int, scratch: str, main: bool) -> TrainingArguments:
     """train.* as the Trainer's arguments; the Trainer saves nothing and reports to no one (StepRecords logs)."""
     total_steps = max(1, math.ceil(cfg.epochs * per_epoch))  # what the Trainer computes from num_train_epochs
@@ -236,6 +253,7 @@ def train(
             data_collator=lambda batch: collate([Example(**item) for item in batch], tokenizer.pad_token_id),
             callbacks=[steps],
         )
+        quiet_progress(trainer)
         trainer.train()
     seconds, log = time.perf_counter() - steps.started, steps.records
     summary = {
