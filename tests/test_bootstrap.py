@@ -190,6 +190,20 @@ def test_rows_are_resampled_within_domains_so_a_one_row_domain_is_in_every_repli
         assert tail == Interval(estimate=1.0, low=1.0, high=1.0, n_boot=4)
 
 
+def test_one_row_per_domain_leaves_the_interval_undefined_not_zero_wide():
+    # The smoke preset's test set: one row per domain. Resampled within their
+    # domains the rows never vary; a zero-width interval would call any
+    # difference significant, so there is none.
+    golds = domains = list(LABELS)
+    policy, baseline = ["earn", "acq", "crude", None, None], [None, None, None, "trade", "gold"]
+    result = _cls([policy], [baseline], golds, domains, n_boot=50)
+    assert result["micro"].estimate > 0
+    assert all(r.low is None and r.high is None and not r.excludes_zero for r in result.values())
+    # A second row in one domain gives the replicates something to vary.
+    wider = _cls([[*policy, None]], [[*baseline, "earn"]], [*golds, "earn"], [*domains, "earn"], n_boot=50)
+    assert wider["micro"].low is not None and wider["micro"].low < wider["micro"].high
+
+
 def test_with_the_full_splits_counts_the_estimate_is_the_weighted_difference():
     golds, domains = _mc_data()
     counts = {"p": 200, "q": 20, "r": 20}  # 20 rows of each domain drawn
@@ -300,4 +314,5 @@ def test_two_level_estimate_is_the_difference_of_seed_means(case, n_policy, n_ba
 
     for key in ("micro", "macro"):
         assert result[key].estimate == pytest.approx(mean(policy, key) - mean(baseline, key))
-        assert result[key].n_boot == 10  # micro and macro are always defined
+        # micro and macro are always defined; with one row per domain nothing is resampled
+        assert result[key].n_boot == (0 if len(set(domains)) == len(domains) else 10)

@@ -8,6 +8,7 @@ resampled within their domain (as many draws as the domain has rows): the test
 set was drawn per domain, and each replicate keeps its per-domain sizes, so the
 stratified weights that carry the scores to the full split's distribution
 (metrics.stratified_weights, from `test_counts`) stay the same in every replicate.
+With one row in every domain nothing is left to resample: the interval is undefined.
 
 With several training seeds per policy, the seed is a second source of noise.
 Each replicate then also resamples the runs of each side (as many draws, with
@@ -129,6 +130,10 @@ def paired_bootstrap(
     row_rng, policy_rng, baseline_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     diffs: dict[str, list[float]] = {key: [] for key in keys}
     strata = [np.flatnonzero(domains_arr == d) for d in dict.fromkeys(domains_arr.tolist())]
+    # One row per domain (the smoke preset): resampled within their domains the rows
+    # never vary, and a zero-width interval would call any difference significant.
+    if all(len(members) == 1 for members in strata):
+        return {key: Interval(_difference(full_policy[key], full_baseline[key]), None, None, 0) for key in keys}
     for _ in range(n_boot):
         rows = np.concatenate([members[row_rng.integers(0, len(members), size=len(members))] for members in strata])
         p = side_mean(policy, policy_rng.integers(0, len(policy), size=len(policy)), rows)
@@ -140,8 +145,7 @@ def paired_bootstrap(
     alpha = 1.0 - confidence
     out: dict[str, Interval] = {}
     for key in keys:
-        mean_policy, mean_baseline = full_policy[key], full_baseline[key]
-        estimate = None if mean_policy is None or mean_baseline is None else mean_policy - mean_baseline
+        estimate = _difference(full_policy[key], full_baseline[key])
         values = diffs[key]
         # Too few defined replicates would give an interval of a different, selected population.
         if not values or len(values) < n_boot / 2:
@@ -150,6 +154,10 @@ def paired_bootstrap(
         low, high = np.quantile(np.asarray(values), [alpha / 2, 1 - alpha / 2])
         out[key] = Interval(estimate, float(low), float(high), len(values))
     return out
+
+
+def _difference(policy: float | None, baseline: float | None) -> float | None:
+    return None if policy is None or baseline is None else policy - baseline
 
 
 def _defined(value: float | None) -> float | None:

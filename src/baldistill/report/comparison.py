@@ -98,7 +98,14 @@ def against_zeroshot(
         head_threshold=info.get("head_threshold", DEFAULT_HEAD_THRESHOLD),
         test_counts=info.get("test_counts") if weighted else None,
     )
-    verdict = "significant" if record["macro"].excludes_zero else "not significant (the interval includes 0)"
+    macro = record["macro"]
+    verdict = (
+        "significant"
+        if macro.excludes_zero
+        else "not significant (the interval includes 0)"
+        if macro.low is not None
+        else "no interval (a test row per domain leaves nothing to resample)"
+    )
     return (
         f"trained vs zero-shot student: macro {_cell(record['macro'])}, micro {_cell(record['micro'])} "
         f"(points, paired bootstrap 95% interval over {len(trained)} rows): macro difference {verdict}"
