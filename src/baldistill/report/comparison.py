@@ -98,18 +98,19 @@ def against_zeroshot(
         head_threshold=info.get("head_threshold", DEFAULT_HEAD_THRESHOLD),
         test_counts=info.get("test_counts") if weighted else None,
     )
-    macro = record["macro"]
-    verdict = (
-        "significant"
-        if macro.excludes_zero
-        else "not significant (the interval includes 0)"
-        if macro.low is not None
-        else "no interval (a test row per domain leaves nothing to resample)"
-    )
+    verdict = _verdict(record["macro"])
     return (
         f"trained vs zero-shot student: macro {_cell(record['macro'])}, micro {_cell(record['micro'])} "
         f"(points, paired bootstrap 95% interval over {len(trained)} rows): macro difference {verdict}"
     )
+
+
+def _verdict(interval: Interval) -> str:
+    if interval.excludes_zero:
+        return "significant"
+    if interval.low is None:
+        return "no interval (a test row per domain leaves nothing to resample)"
+    return "not significant (the interval includes 0)"
 
 
 def _cell(interval: Interval) -> str:
