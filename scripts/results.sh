@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue 13's CPU comparison at the default settings: each policy with each
-# training seed (train.seed; policy.seed stays 0, so intervals cover training
-# variance, not the draw of random rows), one test set, one teacher cache.
+# The CPU comparison at the default settings: each policy with each seed s,
+# which sets both the draw of rows (policy.seed) and training (train.seed), so
+# seeds cover both variances (with one fixed draw, Duplicate's and (N)'s picks
+# overlapped by construction); one test set, one teacher cache.
 # Resumable: an experiment that already exists is skipped, and what a stopped
 # run paid is kept by the teacher cache and DVC's run cache.
 #
@@ -10,8 +11,10 @@
 #   DATASET=mcqa PARAMS="-S data.test_per_domain=100" POLICIES="random adaptive" bash scripts/results.sh
 #   TARGETS=evaluate@s1 ...          # only what the final evaluation needs (no s0 or zero-shot evaluation)
 #
-# Experiments are named <dataset>-<policy>-seed<s>. Each finished run appends
-# "name, commit, wall seconds, finished at" to $LOG; `baldistill report` adds
+# Experiments are named <prefix>-<policy>-seed<s> (PREFIX: the data set by
+# default; r52v2 for the runs at the 2026-12 defaults, beside the older r52 ones).
+# Each finished run appends "name, commit, wall seconds, finished at" to $LOG
+# (with its header line if new); `baldistill report` adds
 # the teacher's tokens/s from each run's ledger. A run stopped by Ctrl-C or
 # SIGTERM writes its sitting's seconds to $SITTINGS; when it finishes in a
 # later sitting, its wall seconds in $LOG are the sum of all its sittings.
@@ -28,6 +31,7 @@ export BALDISTILL_TEACHER_CACHE=${BALDISTILL_TEACHER_CACHE:-$PWD/.baldistill/tea
 # Run this checkout's code even where the venv's editable install points elsewhere.
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 DATASET=${DATASET:-r52}
+PREFIX=${PREFIX:-$DATASET}
 PARAMS=${PARAMS:-}
 LOG=${LOG:-docs/results/${DATASET}_runs.tsv}
 SITTINGS=${SITTINGS:-${LOG%.tsv}_sittings.tsv}
@@ -46,7 +50,7 @@ stopped() { # this sitting's seconds, added to the run's wall time when a later 
 
 for seed in $SEEDS; do
   for policy in $POLICIES; do
-    name=$DATASET-$policy-seed$seed
+    name=$PREFIX-$policy-seed$seed
     # Finished: an experiment of this repo, or a line of $LOG (experiments fetched
     # from another clone's refs/exps are not listed by `dvc exp list`).
     if dvc exp list --all-commits --name-only 2>/dev/null | grep -qx "$name" ||
@@ -58,9 +62,10 @@ for seed in $SEEDS; do
     trap stopped INT TERM
     # shellcheck disable=SC2086  # PARAMS is a list of -S options, TARGETS of stages
     dvc exp run --temp -n "$name" -S data.dataset="$DATASET" $PARAMS \
-      -S policy.name="$policy" -S train.seed="$seed" $TARGETS
+      -S policy.name="$policy" -S policy.seed="$seed" -S train.seed="$seed" $TARGETS
     trap - INT TERM
     earlier=$(awk -F'\t' -v n="$name" '$1 == n {s += $2} END {print s + 0}' "$SITTINGS" 2>/dev/null || echo 0)
+    [ -s "$LOG" ] || printf 'experiment\tcommit\twall_s\tfinished\n' >"$LOG" # read_times needs its header
     printf '%s\t%s\t%s\t%s\n' "$name" "$(git rev-parse --short HEAD)" "$((earlier + $(date +%s) - start))" \
       "$(date -u +%FT%TZ)" >>"$LOG"
     baldistill report "$name" --save-runs "$RECORDS" --n-boot 1 --out "$(mktemp -d)" >/dev/null ||

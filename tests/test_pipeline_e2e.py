@@ -309,7 +309,8 @@ def test_results_script_logs_saves_the_record_and_the_answers_and_skips_a_finish
     env |= {"RECORDS": "out/runs", "ANSWERS": "out/answers.jsonl.gz"}
     (project / "out").mkdir(exist_ok=True)
     run(project, "bash", "scripts/results.sh", env=env)
-    [line] = (project / "out/runs.tsv").read_text().splitlines()
+    header, line = (project / "out/runs.tsv").read_text().splitlines()
+    assert header.split("\t") == ["experiment", "commit", "wall_s", "finished"]  # what read_times reads
     name, commit, wall_s, _ = line.split("\t")
     assert name == "jsonl-naive-seed0" and commit == run(project, "git", "rev-parse", "--short", "HEAD").stdout.strip()
     assert int(wall_s) > 0
@@ -325,4 +326,4 @@ def test_results_script_logs_saves_the_record_and_the_answers_and_skips_a_finish
     asked = len(teacher.keys())
     again = run(project, "bash", "scripts/results.sh", env=env)
     assert "jsonl-naive-seed0: exists, skipped" in again.stdout
-    assert len((project / "out/runs.tsv").read_text().splitlines()) == 1 and len(teacher.keys()) == asked
+    assert len((project / "out/runs.tsv").read_text().splitlines()) == 2 and len(teacher.keys()) == asked

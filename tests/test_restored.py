@@ -44,10 +44,27 @@ stages:
 
 
 def test_the_teacher_steps_are_read_from_dvc_lock_by_their_report():
-    assert teacher_step_reports(LOCK) == {
-        "synthesize@s0": ("data/stages/s0/synthesize_report.json", "aaa"),
-        "annotate@s0": ("data/stages/s0/annotate_report.json", "ccc"),
+    steps = teacher_step_reports(LOCK)
+    assert {step: path for step, (path, _) in steps.items()} == {
+        "synthesize@s0": "data/stages/s0/synthesize_report.json",
+        "annotate@s0": "data/stages/s0/annotate_report.json",
     }
+    assert steps == teacher_step_reports(LOCK)  # the same entry, the same fingerprint
+    assert steps["synthesize@s0"][1] != steps["annotate@s0"][1]
+
+
+def test_a_byte_identical_report_from_other_inputs_is_another_run():
+    # Two teacher models answered alike: the reports match, the params do not. CI once
+    # billed a run's synthesis to an earlier run with another teacher model.
+    with_params = LOCK.replace(
+        "    cmd: python stages/annotate.py s0 start\n",
+        "    cmd: python stages/annotate.py s0 start\n    params:\n      params.yaml:\n        teacher.model: MODEL\n",
+    )
+    one, other = (teacher_step_reports(with_params.replace("MODEL", model)) for model in ("a", "b"))
+    assert one["annotate@s0"][1] != other["annotate@s0"][1]
+    assert one["synthesize@s0"] == other["synthesize@s0"]  # its entry did not change
+    made = makers([Holding("first", 1.0, one), Holding("second", 2.0, other)])
+    assert restored("second", other, made) == {"synthesize@s0": "first"}
 
 
 def test_the_earliest_run_holding_a_step_made_it_and_the_later_ones_restored_it():

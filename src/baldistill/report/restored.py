@@ -4,8 +4,11 @@
 params match a run made before: the outputs, the step's report and the ledger
 built from it are that earlier run's, so the later run would show calls and
 teacher tokens/s it never paid for or measured (issue 13's Duplicate seed 1
-showed seed 0's 114 calls). One teacher step is one report file: two runs
-whose dvc.lock give the same md5 for a step's report ran it once. The earliest
+showed seed 0's 114 calls). Two runs whose dvc.lock give a teacher step the
+same command, deps, params and report md5 ran it once: DVC's run cache is keyed
+by the first three, and the report md5 alone is not enough (a teacher that
+answers two models' requests alike writes byte-identical reports for runs that
+each paid). The earliest
 run holding it (by commit time: an experiment is committed when it ends) made
 it; the others restored it, and the report takes its usage out of their ledgers.
 A run that `dvc exp show` does not list (a workspace `dvc repro` never
@@ -18,6 +21,7 @@ cache's payment journal (`baldistill spend`) has the exact bill per payer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -34,14 +38,26 @@ PAID_FIELDS = tuple(field for field in LEDGER_FIELDS if field not in ("calls_bud
 
 
 def teacher_step_reports(lock_text: str) -> dict[str, tuple[str, str]]:
-    """{step@sK: (report path, md5)} of the teacher steps in a dvc.lock."""
+    """{step@sK: (report path, fingerprint)} of the teacher steps in a dvc.lock:
+    the fingerprint is that of the step's lock entry (command, deps, params, outs)."""
     steps = {}
     for name, stage in (yaml.safe_load(lock_text) or {}).get("stages", {}).items():
         if name.split("@")[0] in TEACHER_STEPS:
             for out in stage.get("outs", []):
                 if out["path"].endswith("_report.json"):
-                    steps[name] = (out["path"], out["md5"])
+                    steps[name] = (out["path"], lock_entry_fingerprint(stage))
     return steps
+
+
+def lock_entry_fingerprint(stage: dict) -> str:
+    """One step's run identity: what DVC's run cache keys on, and what it wrote."""
+    entry = {
+        "cmd": stage.get("cmd"),
+        "deps": sorted((dep["path"], dep.get("md5") or dep.get("hash")) for dep in stage.get("deps", [])),
+        "params": stage.get("params", {}),
+        "outs": sorted((out["path"], out.get("md5")) for out in stage.get("outs", [])),
+    }
+    return hashlib.sha256(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class Holding(NamedTuple):
@@ -54,18 +70,18 @@ class Holding(NamedTuple):
 
 
 def makers(holdings: Iterable[Holding]) -> dict[tuple[str, str], str]:
-    """(step, report md5) -> the run that made it: the earliest of the runs
+    """(step, fingerprint) -> the run that made it: the earliest of the runs
     holding it; ties go to the first listed."""
     made: dict[tuple[str, str], str] = {}
     for holding in sorted(holdings, key=lambda holding: holding.when):
-        for step, (_, md5) in holding.steps.items():
-            made.setdefault((step, md5), holding.name)
+        for step, (_, fingerprint) in holding.steps.items():
+            made.setdefault((step, fingerprint), holding.name)
     return made
 
 
 def restored(name: str, steps: dict[str, tuple[str, str]], made: dict[tuple[str, str], str]) -> dict[str, str]:
     """{step: the run that made it} for the steps of run `name` that another run made."""
-    return {step: made[(step, md5)] for step, (_, md5) in steps.items() if made.get((step, md5), name) != name}
+    return {step: made[(step, key)] for step, (_, key) in steps.items() if made.get((step, key), name) != name}
 
 
 def own_ledger(ledger: dict, restored_usages: list[dict]) -> dict:
