@@ -24,6 +24,10 @@ load average is printed beside the numbers.
     python bench/train.py                       # micro-batch 4 and 8, default params
     python bench/train.py --micro 4 8 --steps 3 --threads 2
     python bench/train.py --compare --seeds 0 1 2 --steps 6 --threads 1
+    python bench/train.py --compare --pair plain trainer --seeds 0 1 2 --steps 6 --threads 2
+
+--pair plain trainer: the Trainer with the rows' shared prompt prefix run once per
+micro-batch (train.share_prefix, the default) against the plain pass, the same way.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ WORDS = (
     "the company said net profit rose in the quarter on higher sales of its products while analysts "
     "expected lower shipments and the board approved a dividend payable next month to shareholders"
 ).split()
-IMPLEMENTATIONS = ("hand", "trainer")
+IMPLEMENTATIONS = ("hand", "plain", "trainer")  # plain: the Trainer with train.share_prefix off
 HELD_OUT = 16  # rows after the training rows, scored by every trained adapter
 
 
@@ -115,8 +119,9 @@ def run_implementation(implementation: str, steps: int, seed: int, model: str) -
         from hand_training import hand_loop_train as train
     else:
         from baldistill.student.training import train
+    settings = {"seed": seed, "share_prefix": implementation != "plain"}
     params = Params.model_validate(
-        {"budget": {"total": 1}, "stages": {"s0": "start"}, "student": {"model": model}, "train": {"seed": seed}}
+        {"budget": {"total": 1}, "stages": {"s0": "start"}, "student": {"model": model}, "train": settings}
     )
     n = params.train.batch_size * steps
     rows = r52_like_rows(n + HELD_OUT)
@@ -173,11 +178,11 @@ def throughput_table(args) -> None:
 
 
 def compare(args) -> None:
-    """One interleaved pair (hand loop, then Trainer) per seed."""
+    """One interleaved pair (args.pair: by default the hand loop, then the Trainer) per seed."""
     runs: list[tuple[str, int, dict, float]] = []
     common = ["--steps", str(args.steps), "--model", args.model]
     for seed in args.seeds:
-        for implementation in IMPLEMENTATIONS:
+        for implementation in args.pair:
             result = child(["--impl", implementation, "--seed", str(seed), *common], args.threads)
             runs.append((implementation, seed, result, os.getloadavg()[0]))
             print(f"{implementation} seed {seed}: {result['seconds'] / result['steps']:.2f} s/step", file=sys.stderr)
@@ -191,25 +196,25 @@ def compare(args) -> None:
             f"{r['peak_rss_mb']:.0f} | {r['losses'][0]:.4f} | {r['losses'][-1]:.4f} | {r['held_out_loss']:.4f} | "
             f"{load:.2f} |"
         )
-    print_speed([r["seconds"] / r["steps"] for _, _, r, _ in runs])
-    print_losses(runs)
+    print_speed([r["seconds"] / r["steps"] for _, _, r, _ in runs], args.pair)
+    print_losses(runs, args.pair)
 
 
-def print_speed(per_step: list[float]) -> None:
-    """per_step alternates hand, Trainer, hand, Trainer..."""
+def print_speed(per_step: list[float], pair: tuple[str, str]) -> None:
+    """per_step alternates pair[0], pair[1], pair[0], pair[1]..."""
     pairs = [per_step[i + 1] / per_step[i] for i in range(0, len(per_step), 2)]
     hands = per_step[0::2]
     neighbours = [per_step[i] / statistics.mean(hands[j : j + 2]) for j, i in enumerate(range(1, len(per_step), 2))]
-    for name, ratios in (("per pair", pairs), ("against the hand runs on either side", neighbours)):
+    for name, ratios in (("per pair", pairs), (f"against the {pair[0]} runs on either side", neighbours)):
         print(
-            f"\nTrainer / hand loop, s/step, {name}: median {statistics.median(ratios):.3f}, "
+            f"\n{pair[1]} / {pair[0]}, s/step, {name}: median {statistics.median(ratios):.3f}, "
             f"range {min(ratios):.3f}-{max(ratios):.3f} ({', '.join(f'{x:.3f}' for x in ratios)})"
         )
 
 
-def print_losses(runs) -> None:
+def print_losses(runs, pair: tuple[str, str]) -> None:
     """Each loop's mean curve and held-out loss over the seeds, beside the spread between seeds."""
-    by_loop = {name: [r for n, _, r, _ in runs if n == name] for name in IMPLEMENTATIONS}
+    by_loop = {name: [r for n, _, r, _ in runs if n == name] for name in pair}
     for name, results in by_loop.items():
         held = [r["held_out_loss"] for r in results]
         spread = statistics.stdev(held) if len(held) > 1 else float("nan")
@@ -218,11 +223,11 @@ def print_losses(runs) -> None:
             f"{name}: held-out loss mean {statistics.mean(held):.4f} (sd over seeds {spread:.4f}); "
             f"training loss, mean over the epoch: {', '.join(f'{m:.4f}' for m in means)}"
         )
-    hand, trainer = by_loop["hand"], by_loop["trainer"]
+    hand, trainer = by_loop[pair[0]], by_loop[pair[1]]
     gap = [statistics.mean(abs(a - b) for a, b in zip(h["losses"], t["losses"])) for h, t in zip(hand, trainer)]
     seeds = [statistics.mean(abs(a - b) for a, b in zip(x["losses"], y["losses"])) for x, y in pairwise(hand)]
-    print(f"mean |hand - Trainer| per step, same seed: {', '.join(f'{g:.4f}' for g in gap)}")
-    print(f"mean |hand seed s - hand seed s+1| per step (the noise): {', '.join(f'{g:.4f}' for g in seeds)}")
+    print(f"mean |{pair[0]} - {pair[1]}| per step, same seed: {', '.join(f'{g:.4f}' for g in gap)}")
+    print(f"mean |{pair[0]} seed s - seed s+1| per step (the noise): {', '.join(f'{g:.4f}' for g in seeds)}")
     print("| step | " + " | ".join(f"{n} seed {s}" for n, s, _, _ in runs) + " |")
     print("|---|" + "---|" * len(runs))
     for step in range(len(runs[0][2]["losses"])):
@@ -237,6 +242,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--compare", action="store_true", help="transformers' Trainer against the hand loop")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="--compare: one pair per seed")
+    parser.add_argument("--pair", nargs=2, choices=IMPLEMENTATIONS, default=("hand", "trainer"), help="--compare: A B")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one size, JSON out
     parser.add_argument("--impl", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)  # child: one compare run
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

@@ -7,12 +7,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from baldistill.student.encoding import shared_prefix_length
 from baldistill.student.generation import (
     generate,
     generate_texts,
     left_pad,
     length_batches,
-    shared_prefix_length,
     stop_token_ids,
     token_batches,
 )

@@ -172,6 +172,10 @@ class Train(_Section):
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
     # Recompute activations in backward: about half the peak memory for about a third more compute.
     gradient_checkpointing: bool = False
+    # Run the rows' shared prompt beginning (chat header, instruction, label set) once per
+    # micro-batch instead of once per row: same loss and gradients (student/prefix_training.py).
+    # Used with one process and no gradient checkpointing; otherwise the plain pass.
+    share_prefix: bool = True
     seed: int = 0
 
 

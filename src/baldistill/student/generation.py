@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from baldistill.student.encoding import encode_prompt
+from baldistill.student.encoding import encode_prompt, shared_prefix_length
 from baldistill.student.parallel import ONE_PROCESS, Workers
 
 # A batch drops its stopped rows once they are this share of it: copying the cache costs about a step.
@@ -96,17 +96,6 @@ def token_batches(lengths: list[int], max_rows: int, max_tokens: int | None, new
         else:
             batches.append([i])
     return batches
-
-
-def shared_prefix_length(seqs: list[list[int]]) -> int:
-    """Tokens every row begins with, leaving each row at least one token of its own
-    (its last prompt token's logits give the first generated token)."""
-    if not seqs:
-        return 0
-    first, n = seqs[0], min(len(s) for s in seqs) - 1
-    for seq in seqs[1:]:
-        n = min(n, next((j for j in range(n) if seq[j] != first[j]), n))
-    return max(n, 0)
 
 
 @dataclass

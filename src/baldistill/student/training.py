@@ -15,6 +15,10 @@ bench/train.py --compare measured both side by side (docs/benchmarks.md,
 "Trainer or our loop"). A step's loss is the Trainer's: the token-weighted
 mean over the step's micro-batches and processes.
 
+The rows' shared prompt beginning (chat header, instruction, label set) runs
+once per micro-batch rather than once per row (train.share_prefix,
+student.prefix_training): the same loss and gradients for fewer tokens.
+
 Each optimiser step's loss, learning rate, tokens/s, epoch and tokens go to a
 dvclive folder (student.training_log), with the run's summary in its
 metrics.json: the train step's DVC metrics and plots.
@@ -41,6 +45,7 @@ from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
 from baldistill.student.device import wants_cpu
 from baldistill.student.model import BASE_MARKER, load_student
+from baldistill.student.prefix_training import SharedPrefixTrainer, training_prefix_length
 from baldistill.student.training_examples import Example, collate, encode_example
 from baldistill.student.training_log import close_log, log_step, open_log
 
@@ -210,6 +215,16 @@ def training_arguments(cfg: Train, accumulation: int, per_epoch: int, scratch: s
     )
 
 
+def shared_prefix_tokens(examples: list[Example], cfg: Train, num_processes: int) -> int:
+    """Prompt tokens run once per micro-batch (student.prefix_training), or 0 for the plain
+    pass: train.share_prefix off, or a layout it is not built for. Gradient checkpointing
+    turns the model's cache off in training, and under several processes the prefix pass
+    would be a second forward call of the DDP module in one step."""
+    if not cfg.share_prefix or cfg.gradient_checkpointing or num_processes > 1:
+        return 0
+    return training_prefix_length(examples)
+
+
 def train(
     rows: list[Row],
     cfg: Train,
@@ -245,13 +260,15 @@ def train(
     examples = [encode_example(row, tokenizer, prompts, student) for row in rows]
     per_epoch = steps_per_epoch(len(examples), cfg.micro_batch_size, state.num_processes, accumulation)
     steps = StepRecords(live, per_epoch)
+    prefix = shared_prefix_tokens(examples, cfg, state.num_processes)
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer wants an output_dir; nothing lands there
-        trainer = Trainer(
+        trainer = SharedPrefixTrainer(
             model=model,
             args=training_arguments(cfg, accumulation, per_epoch, scratch, state.is_local_main_process),
             train_dataset=[{"input_ids": e.input_ids, "labels": e.labels} for e in examples],
             data_collator=lambda batch: collate([Example(**item) for item in batch], tokenizer.pad_token_id),
             callbacks=[steps],
+            prefix_length=prefix,
         )
         quiet_progress(trainer)
         trainer.train()
@@ -262,6 +279,7 @@ def train(
         "micro_batch_size": cfg.micro_batch_size,
         "gradient_accumulation_steps": accumulation,
         "num_processes": state.num_processes,
+        "shared_prefix_tokens": prefix,
         **(notes or {}),
     }
     if live is not None:
