@@ -7,7 +7,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from baldistill.student.encoding import shared_prefix_length
 from baldistill.student.generation import (
     generate,
     generate_texts,
@@ -17,6 +16,7 @@ from baldistill.student.generation import (
     token_batches,
 )
 from baldistill.student.model import pack_linears
+from baldistill.student.prefix_cache import shared_prefix_length
 
 
 def test_left_pad_right_aligns_rows():

@@ -47,17 +47,6 @@ def shared_prefix(tokenizer: PreTrainedTokenizerBase, prompts: Prompts) -> str:
     return prompt[: prompt.index(_INPUT_MARK)].rstrip(" ")
 
 
-def shared_prefix_length(seqs: list[list[int]]) -> int:
-    """Tokens every row begins with, leaving each row at least one token of its own
-    (its last prompt token's logits give the first generated token)."""
-    if not seqs:
-        return 0
-    first, n = seqs[0], min(len(s) for s in seqs) - 1
-    for seq in seqs[1:]:
-        n = min(n, next((j for j in range(n) if seq[j] != first[j]), n))
-    return max(n, 0)
-
-
 def _count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False).input_ids)
 

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from baldistill.student.encoding import encode_prompt, shared_prefix_length
+from baldistill.student.encoding import encode_prompt
 from baldistill.student.parallel import ONE_PROCESS, Workers
+from baldistill.student.prefix_cache import Layers, broadcast_cache, prefix_layers, shared_prefix_length
 
 # A batch drops its stopped rows once they are this share of it: copying the cache costs about a step.
 COMPACT_SHARE = 0.125
@@ -103,23 +104,18 @@ class _Prefix:
     """The KV cache of the prompts' shared prefix, one row, per layer."""
 
     length: int
-    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    layers: Layers
 
     def cache_for(self, rows: int, config) -> DynamicCache:
         """A fresh cache holding the prefix for `rows` rows (a copy: decoding appends to it)."""
-        data = [
-            (k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous()) for k, v in self.layers
-        ]
-        return DynamicCache(ddp_cache_data=data, config=config) if data else DynamicCache(config=config)
+        return broadcast_cache(self.layers, rows, config, copy=True)
 
 
 @torch.no_grad()
 def _prefix(model: PreTrainedModel, ids: list[int]) -> _Prefix:
     if not ids:
         return _Prefix(0, [])
-    cache = DynamicCache(config=model.config)
-    model(input_ids=torch.tensor([ids], device=model.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
-    return _Prefix(len(ids), [(layer.keys, layer.values) for layer in cache.layers])
+    return _Prefix(len(ids), prefix_layers(model, torch.tensor(ids, device=model.device)))
 
 
 def _step_nll(logits: torch.Tensor, token: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, Trainer
 
-from baldistill.student.encoding import shared_prefix_length
+from baldistill.student.prefix_cache import broadcast_cache, prefix_layers, shared_prefix_length
 from baldistill.student.training_examples import IGNORE_INDEX, Example
 
 
@@ -38,17 +38,14 @@ def prompt_length(example: Example) -> int:
 
 def training_prefix_length(examples: list[Example]) -> int:
     """Tokens every example's prompt begins with. Each prompt keeps at least
-    one token of its own (encoding.shared_prefix_length), so the first
+    one token of its own (prefix_cache.shared_prefix_length), so the first
     target token is predicted inside the row's own pass."""
     return shared_prefix_length([e.input_ids[: prompt_length(e)] for e in examples])
 
 
 def prefix_cache(model, prefix_ids: torch.Tensor, rows: int) -> DynamicCache:
     """The prefix's keys and values (one pass, with gradient) broadcast to `rows` rows."""
-    cache = DynamicCache(config=model.config)
-    model(input_ids=prefix_ids[None], past_key_values=cache, use_cache=True, logits_to_keep=1)
-    data = [(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)) for layer in cache.layers]
-    return DynamicCache(ddp_cache_data=data, config=model.config)
+    return broadcast_cache(prefix_layers(model, prefix_ids), rows, model.config, copy=False)
 
 
 def with_shared_prefix(model, inputs: dict[str, torch.Tensor], length: int) -> dict:
