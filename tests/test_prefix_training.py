@@ -18,25 +18,16 @@ from baldistill.student.training import fresh_lora_student, train
 from baldistill.student.training_examples import IGNORE_INDEX, Example, collate, encode_example
 from baldistill.student.training_log import read_log
 
+from support.tiny_training import tiny_params
+
 LABELS = ["earn", "acq", "gold", "crude"]
 INFO = DatasetInfo("tiny", "classification", LABELS)
 
 
 def params_for(model: str, **train) -> Params:
-    settings_ = {"lr": 1e-2, "batch_size": 4, "micro_batch_size": 4, "epochs": 2, "seed": 0, **train}
-    return Params.model_validate(
-        {
-            "budget": {"total": 8},
-            "stages": {"s0": "start"},
-            "student": {
-                "model": model,
-                "max_input_tokens": 48,
-                "max_rationale_tokens": 24,
-                "lora": {"dropout": 0.0},  # one dropout mask per prefix is the only designed difference
-            },
-            "train": settings_,
-        }
-    )
+    # LoRA dropout 0: one dropout mask per prefix is the only designed difference.
+    student = {"max_input_tokens": 48, "max_rationale_tokens": 24, "lora": {"dropout": 0.0}}
+    return tiny_params(model, student, **{"micro_batch_size": 4, "epochs": 2, **train})
 
 
 def rows() -> list[Row]:

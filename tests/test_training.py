@@ -24,21 +24,15 @@ from baldistill.student.training import accumulation_steps, train
 from baldistill.student.training_examples import IGNORE_INDEX, collate, encode_example
 from baldistill.student.training_log import STEP_METRICS, read_log
 
+from support.tiny_training import tiny_params
+
 SCRIPTS = Path(__file__).parent / "support"  # holds the scripts these tests run as subprocesses
 LABELS = ["earn", "acq", "gold", "crude"]
 INFO = DatasetInfo("tiny", "classification", LABELS)
 
 
 def make_params(model: str, **train) -> Params:
-    settings = {"lr": 1e-2, "batch_size": 4, "micro_batch_size": 2, "epochs": 3, "seed": 0, **train}
-    return Params.model_validate(
-        {
-            "budget": {"total": 8},
-            "stages": {"s0": "start"},
-            "student": {"model": model, "max_input_tokens": 24, "max_rationale_tokens": 16},
-            "train": settings,
-        }
-    )
+    return tiny_params(model, **{"micro_batch_size": 2, "epochs": 3, **train})
 
 
 def make_rows(rationale: bool = True) -> list[Row]:

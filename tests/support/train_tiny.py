@@ -7,22 +7,15 @@ import json
 import sys
 
 from accelerate import PartialState
+from tiny_training import tiny_params  # this script's own folder (tests/support) is on sys.path
 
 from baldistill.core.dataset_info import DatasetInfo
-from baldistill.core.params import Params
 from baldistill.core.rows import Row
 from baldistill.student.training import train
 
 
 def main(model_dir: str, out_dir: str, live_dir: str, summary_path: str) -> None:
-    params = Params.model_validate(
-        {
-            "budget": {"total": 8},
-            "stages": {"s0": "start"},
-            "student": {"model": model_dir, "max_input_tokens": 24, "max_rationale_tokens": 16},
-            "train": {"lr": 1e-2, "batch_size": 4, "micro_batch_size": 1, "epochs": 2, "seed": 0},
-        }
-    )
+    params = tiny_params(model_dir, micro_batch_size=1, epochs=2)
     labels = ["earn", "acq", "gold", "crude"]
     rows = [
         Row(
