@@ -28,6 +28,10 @@ load average is printed beside the numbers.
 
 --pair plain trainer: the Trainer with the rows' shared prompt prefix run once per
 micro-batch (train.share_prefix, the default) against the plain pass, the same way.
+--pair trainer bf16: the default Trainer against it with train.precision bf16 (autocast);
+grouped: with train.group_by_length; bf16-grouped: both. --rows FILE trains on a real
+run's rows (their lengths vary, so grouping by length has padding to remove):
+    python bench/train.py --compare --pair trainer bf16-grouped --rows data/stages/s1/train.jsonl --steps 24
 """
 
 from __future__ import annotations
@@ -46,7 +50,17 @@ WORDS = (
     "the company said net profit rose in the quarter on higher sales of its products while analysts "
     "expected lower shipments and the board approved a dividend payable next month to shareholders"
 ).split()
-IMPLEMENTATIONS = ("hand", "plain", "trainer")  # plain: the Trainer with train.share_prefix off
+# The Trainer's variants as train.* settings over the defaults (fp32 and shuffled rows unless
+# named); "hand" is bench/hand_training.py.
+FP32_SHUFFLED = {"precision": "fp32", "group_by_length": False}
+VARIANTS = {
+    "plain": {"share_prefix": False},
+    "trainer": {},
+    "bf16": {"precision": "bf16"},
+    "grouped": {"group_by_length": True},
+    "bf16-grouped": {"precision": "bf16", "group_by_length": True},
+}
+IMPLEMENTATIONS = ("hand", *VARIANTS)
 HELD_OUT = 16  # rows after the training rows, scored by every trained adapter
 
 
@@ -97,7 +111,7 @@ def run_one(micro: int, steps: int, model: str) -> dict:
             "budget": {"total": 1},
             "stages": {"s0": "start"},
             "student": {"model": model},
-            "train": {"batch_size": micro, "micro_batch_size": micro, "epochs": 1},
+            "train": {"batch_size": micro, "micro_batch_size": micro, "epochs": 1, **FP32_SHUFFLED},
         }
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,23 +122,24 @@ def run_one(micro: int, steps: int, model: str) -> dict:
     return summary
 
 
-def run_implementation(implementation: str, steps: int, seed: int, model: str) -> dict:
+def run_implementation(implementation: str, steps: int, seed: int, model: str, rows_file: str | None) -> dict:
     """One training run of `implementation` with the default params' batch, lr and LoRA:
-    `steps` optimiser steps over as many R52-like rows, one epoch; then the
-    adapter's mean loss on the next HELD_OUT rows."""
+    `steps` optimiser steps over as many R52-like rows (or the first rows of `rows_file`),
+    one epoch; then the adapter's mean loss on the next HELD_OUT rows."""
     from baldistill.core.params import Params
+    from baldistill.core.rows import read_rows
     from baldistill.student.training_log import read_log
 
     if implementation == "hand":
         from hand_training import hand_loop_train as train
     else:
         from baldistill.student.training import train
-    settings = {"seed": seed, "share_prefix": implementation != "plain"}
+    settings = {"seed": seed, **FP32_SHUFFLED, **VARIANTS.get(implementation, {})}
     params = Params.model_validate(
         {"budget": {"total": 1}, "stages": {"s0": "start"}, "student": {"model": model}, "train": settings}
     )
     n = params.train.batch_size * steps
-    rows = r52_like_rows(n + HELD_OUT)
+    rows = read_rows(rows_file)[: n + HELD_OUT] if rows_file else r52_like_rows(n + HELD_OUT)
     with tempfile.TemporaryDirectory() as tmp:
         summary = train(rows[:n], params.train.model_copy(update={"epochs": 1}), params.student, r52_info(),
                         f"{tmp}/a", f"{tmp}/log")  # fmt: skip
@@ -180,7 +195,7 @@ def throughput_table(args) -> None:
 def compare(args) -> None:
     """One interleaved pair (args.pair: by default the hand loop, then the Trainer) per seed."""
     runs: list[tuple[str, int, dict, float]] = []
-    common = ["--steps", str(args.steps), "--model", args.model]
+    common = ["--steps", str(args.steps), "--model", args.model, *(["--rows", args.rows] if args.rows else [])]
     for seed in args.seeds:
         for implementation in args.pair:
             result = child(["--impl", implementation, "--seed", str(seed), *common], args.threads)
@@ -243,6 +258,7 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="transformers' Trainer against the hand loop")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="--compare: one pair per seed")
     parser.add_argument("--pair", nargs=2, choices=IMPLEMENTATIONS, default=("hand", "trainer"), help="--compare: A B")
+    parser.add_argument("--rows", help="--compare: train on these JSONL rows (a run's data/stages/s1/train.jsonl)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one size, JSON out
     parser.add_argument("--impl", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)  # child: one compare run
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -253,7 +269,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.one or args.impl:
         result = run_one(args.one, args.steps, args.model) if args.one else None
-        result = result or run_implementation(args.impl, args.steps, args.seed, args.model)
+        result = result or run_implementation(args.impl, args.steps, args.seed, args.model, args.rows)
         print("RESULT " + json.dumps(result), flush=True)
         return
     compare(args) if args.compare else throughput_table(args)

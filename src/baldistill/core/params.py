@@ -176,6 +176,14 @@ class Train(_Section):
     # micro-batch instead of once per row: same loss and gradients (student/prefix_training.py).
     # Used with one process and no gradient checkpointing; otherwise the plain pass.
     share_prefix: bool = True
+    # The matrix products' number format in training: fp32, or bf16 autocast (the LoRA and
+    # optimiser stay fp32). bf16 pays on CPUs with AVX-512 BF16 or AMX and on most GPUs;
+    # elsewhere it is emulated and slower, so "auto" takes it only where the device has it
+    # (the train step's metrics say which ran). Its loss against fp32: docs/benchmarks.md.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Micro-batches of rows of about one length (transformers' LengthGroupedSampler: random
+    # groups of 50 batches, each sorted by length), so less of each batch is padding.
+    group_by_length: bool = True
     seed: int = 0
 
 

@@ -66,3 +66,20 @@ def student_device() -> torch.device:
     """The device the student should run on in this process (see the module docstring)."""
     name = choose_device(os.environ.get(DEVICE_ENV), _launcher_device(), torch.cuda.is_available(), _mps_available())
     return torch.device(name)
+
+
+def resolve_precision(setting: str, native_bf16: bool) -> str:
+    """train.precision as run: "auto" is bf16 where the device does bf16 products natively, else fp32."""
+    if setting == "auto":
+        return "bf16" if native_bf16 else "fp32"
+    return setting
+
+
+def has_native_bf16(device_type: str) -> bool:
+    """bf16 matrix products in hardware: a CUDA GPU that has them, or a CPU with AVX-512 BF16
+    or AMX (oneDNN; elsewhere bf16 on the CPU is emulated and slower than fp32)."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False

@@ -43,10 +43,10 @@ from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.params import Lora, Student, Train
 from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
-from baldistill.student.device import wants_cpu
+from baldistill.student.device import has_native_bf16, resolve_precision, wants_cpu
 from baldistill.student.model import BASE_MARKER, load_student
 from baldistill.student.prefix_training import SharedPrefixTrainer, training_prefix_length
-from baldistill.student.training_examples import Example, collate, encode_example
+from baldistill.student.training_examples import Example, PaddingCount, encode_example
 from baldistill.student.training_log import close_log, log_step, open_log
 
 MAX_GRAD_NORM = 1.0  # gradient clipping (the Trainer's default, written out)
@@ -189,7 +189,9 @@ def quiet_progress(trainer: Trainer) -> None:
         trainer.add_callback(LossOnBar)
 
 
-def training_arguments(cfg: Train, accumulation: int, per_epoch: int, scratch: str, main: bool) -> TrainingArguments:
+def training_arguments(
+    cfg: Train, accumulation: int, per_epoch: int, scratch: str, state: PartialState
+) -> TrainingArguments:
     """train.* as the Trainer's arguments; the Trainer saves nothing and reports to no one (StepRecords logs)."""
     total_steps = max(1, math.ceil(cfg.epochs * per_epoch))  # what the Trainer computes from num_train_epochs
     return TrainingArguments(
@@ -209,10 +211,25 @@ def training_arguments(cfg: Train, accumulation: int, per_epoch: int, scratch: s
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,  # the rows are model inputs already
         label_names=["labels"],
-        use_cpu=wants_cpu(),
+        # On the CPU by request or for want of an accelerator (bf16 on the CPU needs it said).
+        use_cpu=wants_cpu() or state.device.type == "cpu",
+        bf16=precision(cfg, state) == "bf16",  # autocast: the weights, LoRA and optimiser stay fp32
+        **sampling(cfg.group_by_length),
         ddp_find_unused_parameters=False,  # every LoRA weight is used in every step
-        disable_tqdm=not main,
+        disable_tqdm=not state.is_local_main_process,
     )
+
+
+def precision(cfg: Train, state: PartialState) -> str:
+    """train.precision as this process runs it (auto: by what its device has)."""
+    return resolve_precision(cfg.precision, has_native_bf16(state.device.type))
+
+
+def sampling(group_by_length: bool) -> dict:
+    """The Trainer's row order: shuffled, or grouped by length (named group_by_length before 5.x)."""
+    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
+        return {"train_sampling_strategy": "group_by_length" if group_by_length else "random"}
+    return {"group_by_length": group_by_length}
 
 
 def shared_prefix_tokens(examples: list[Example], cfg: Train, num_processes: int) -> int:
@@ -261,12 +278,13 @@ def train(
     per_epoch = steps_per_epoch(len(examples), cfg.micro_batch_size, state.num_processes, accumulation)
     steps = StepRecords(live, per_epoch)
     prefix = shared_prefix_tokens(examples, cfg, state.num_processes)
+    collator = PaddingCount(tokenizer.pad_token_id)
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer wants an output_dir; nothing lands there
         trainer = SharedPrefixTrainer(
             model=model,
-            args=training_arguments(cfg, accumulation, per_epoch, scratch, state.is_local_main_process),
+            args=training_arguments(cfg, accumulation, per_epoch, scratch, state),
             train_dataset=[{"input_ids": e.input_ids, "labels": e.labels} for e in examples],
-            data_collator=lambda batch: collate([Example(**item) for item in batch], tokenizer.pad_token_id),
+            data_collator=collator,
             callbacks=[steps],
             prefix_length=prefix,
         )
@@ -280,6 +298,9 @@ def train(
         "gradient_accumulation_steps": accumulation,
         "num_processes": state.num_processes,
         "shared_prefix_tokens": prefix,
+        "precision": precision(cfg, state),
+        "group_by_length": cfg.group_by_length,
+        "padding_share": collator.padding_share(),
         **(notes or {}),
     }
     if live is not None:

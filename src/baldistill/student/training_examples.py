@@ -60,3 +60,21 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class PaddingCount:
+    """`collate` as the Trainer's data collator, counting the tokens its micro-batches hold
+    (rows x longest row) beside the rows' own: the padding train.group_by_length removes."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id, self.padded, self.real = pad_id, 0, 0
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = collate([Example(**item) for item in items], self.pad_id)
+        self.padded += batch["input_ids"].numel()
+        self.real += int(batch["attention_mask"].sum())
+        return batch
+
+    def padding_share(self) -> float:
+        """The share of the batches' tokens that were padding (this process's batches)."""
+        return round(1 - self.real / self.padded, 4) if self.padded else 0.0
