@@ -5,14 +5,14 @@
 # (the long-tailed headline, with the balanced reading beside it); 1,000
 # bootstrap replicates, resampled within domains, per report.
 #
-#   bash scripts/reports.sh            # R52 (three baselines) and MCQA
-#   bash scripts/reports.sh mcqa       # only MCQA
+#   bash scripts/reports.sh            # R52 (three baselines), R52 at the new defaults (v2) and MCQA
+#   bash scripts/reports.sh mcqa       # only MCQA (r52, r52v2, mcqa)
 #   OUT=/tmp/r bash scripts/reports.sh  # elsewhere (to compare with the committed ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=docs/results/runs
 OUT=${OUT:-docs/results}
-REPORTS=${*:-r52 mcqa}
+REPORTS=${*:-r52 r52v2 mcqa}
 
 r52_runs() { # the twelve R52 runs: four policies, training seeds 0-2
   for policy in random duplicate naive adaptive; do
@@ -35,11 +35,19 @@ for which in $REPORTS; do
       echo "$out/report.md"
     done
     ;;
+  r52v2)
+    # Issue 36's set at the new defaults, against (A): the runs whose training was the
+    # plain fp32 pass (r52_runs.tsv gives each run's commit; the later (A) seed-0 records,
+    # r52v2sp and r52v2bf, measure the training changes and join when their peers do).
+    baldistill report r52v2-adaptive-seed0 r52v2-duplicate-seed0 --from-runs docs/results/v2/runs \
+      --baseline adaptive --times docs/results/v2/r52_runs.tsv --out "$OUT/v2" >/dev/null
+    echo "$OUT/v2/report.md"
+    ;;
   mcqa)
     baldistill report mcqa-random-seed0 mcqa-adaptive-seed0 --from-runs "$RUNS" \
       --times docs/results/mcqa_runs.tsv --out "$OUT/mcqa" >/dev/null
     echo "$OUT/mcqa/report.md"
     ;;
-  *) echo "scripts/reports.sh: unknown report '$which' (r52 or mcqa)" >&2 && exit 2 ;;
+  *) echo "scripts/reports.sh: unknown report '$which' (r52, r52v2 or mcqa)" >&2 && exit 2 ;;
   esac
 done
