@@ -24,9 +24,8 @@ from baldistill.core.params import Student, Train
 from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
 from baldistill.student.device import wants_cpu
+from baldistill.student.trainer_arguments import MAX_GRAD_NORM, accumulation_steps
 from baldistill.student.training import (
-    MAX_GRAD_NORM,
-    accumulation_steps,
     fresh_lora_student,
     run_summary,
     save_adapter,

@@ -20,7 +20,8 @@ from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
 from baldistill.student.encoding import build_prompt, encode_prompt
 from baldistill.student.model import BASE_MARKER, has_adapter, load_student, load_tokenizer
-from baldistill.student.training import accumulation_steps, train
+from baldistill.student.trainer_arguments import accumulation_steps
+from baldistill.student.training import train
 from baldistill.student.training_examples import IGNORE_INDEX, collate, encode_example
 from baldistill.student.training_log import STEP_METRICS, read_log
 

@@ -26,7 +26,6 @@ metrics.json: the train step's DVC metrics and plots.
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import shutil
@@ -37,31 +36,18 @@ from pathlib import Path
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from peft import LoraConfig, get_peft_model
-from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 
 from baldistill.core.dataset_info import DatasetInfo
 from baldistill.core.params import Lora, Student, Train
 from baldistill.core.rows import Row
 from baldistill.prompts import load_prompts
-from baldistill.student.device import has_native_bf16, resolve_precision, wants_cpu
+from baldistill.student.device import wants_cpu
 from baldistill.student.model import BASE_MARKER, load_student
 from baldistill.student.prefix_training import SharedPrefixTrainer, training_prefix_length
+from baldistill.student.trainer_arguments import accumulation_steps, precision, steps_per_epoch, training_arguments
 from baldistill.student.training_examples import Example, PaddingCount, encode_example
 from baldistill.student.training_log import close_log, log_step, open_log
-
-MAX_GRAD_NORM = 1.0  # gradient clipping (the Trainer's default, written out)
-
-
-def accumulation_steps(batch_size: int, micro_batch_size: int, num_processes: int) -> int:
-    """Micro-batches per optimiser step so that micro x steps x processes ~= batch_size."""
-    return max(1, round(batch_size / (micro_batch_size * num_processes)))
-
-
-def steps_per_epoch(rows: int, micro_batch_size: int, num_processes: int, accumulation: int) -> int:
-    """Optimiser steps in one pass over `rows`; the last step of an epoch may hold fewer micro-batches."""
-    batches_per_process = math.ceil(math.ceil(rows / micro_batch_size) / num_processes)
-    return math.ceil(batches_per_process / accumulation)
-
 
 # ----------------------------------------------------------------------------- model
 
@@ -187,49 +173,6 @@ def quiet_progress(trainer: Trainer) -> None:
     trainer.remove_callback(ProgressCallback)
     if not trainer.args.disable_tqdm:
         trainer.add_callback(LossOnBar)
-
-
-def training_arguments(
-    cfg: Train, accumulation: int, per_epoch: int, scratch: str, state: PartialState
-) -> TrainingArguments:
-    """train.* as the Trainer's arguments; the Trainer saves nothing and reports to no one (StepRecords logs)."""
-    total_steps = max(1, math.ceil(cfg.epochs * per_epoch))  # what the Trainer computes from num_train_epochs
-    return TrainingArguments(
-        output_dir=scratch,
-        per_device_train_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=accumulation,
-        learning_rate=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.epochs,
-        lr_scheduler_type="linear",
-        warmup_steps=round(cfg.warmup_ratio * total_steps),  # a whole number of steps, rounded
-        max_grad_norm=MAX_GRAD_NORM,
-        seed=cfg.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        include_num_input_tokens_seen="non_padding",
-        remove_unused_columns=False,  # the rows are model inputs already
-        label_names=["labels"],
-        # On the CPU by request or for want of an accelerator (bf16 on the CPU needs it said).
-        use_cpu=wants_cpu() or state.device.type == "cpu",
-        bf16=precision(cfg, state) == "bf16",  # autocast: the weights, LoRA and optimiser stay fp32
-        **sampling(cfg.group_by_length),
-        ddp_find_unused_parameters=False,  # every LoRA weight is used in every step
-        disable_tqdm=not state.is_local_main_process,
-    )
-
-
-def precision(cfg: Train, state: PartialState) -> str:
-    """train.precision as this process runs it (auto: by what its device has)."""
-    return resolve_precision(cfg.precision, has_native_bf16(state.device.type))
-
-
-def sampling(group_by_length: bool) -> dict:
-    """The Trainer's row order: shuffled, or grouped by length (named group_by_length before 5.x)."""
-    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
-        return {"train_sampling_strategy": "group_by_length" if group_by_length else "random"}
-    return {"group_by_length": group_by_length}
 
 
 def shared_prefix_tokens(examples: list[Example], cfg: Train, num_processes: int) -> int:
