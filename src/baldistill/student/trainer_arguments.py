@@ -10,7 +10,7 @@ from accelerate import PartialState
 from transformers import TrainingArguments
 
 from baldistill.core.params import Train
-from baldistill.student.device import has_native_bf16, resolve_precision, wants_cpu
+from baldistill.student.device import has_native_bf16, resolve_precision
 
 MAX_GRAD_NORM = 1.0  # gradient clipping (the Trainer's default, written out)
 
@@ -48,8 +48,9 @@ def training_arguments(
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,  # the rows are model inputs already
         label_names=["labels"],
-        # On the CPU by request or for want of an accelerator (bf16 on the CPU needs it said).
-        use_cpu=wants_cpu() or state.device.type == "cpu",
+        # The process's device (the CPU when asked, BALDISTILL_DEVICE / --cpu, or for want of an
+        # accelerator): bf16 on the CPU needs it said.
+        use_cpu=state.device.type == "cpu",
         bf16=precision(cfg, state) == "bf16",  # autocast: the weights, LoRA and optimiser stay fp32
         **sampling(cfg.group_by_length),
         ddp_find_unused_parameters=False,  # every LoRA weight is used in every step

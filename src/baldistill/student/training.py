@@ -45,7 +45,7 @@ from baldistill.prompts import load_prompts
 from baldistill.student.device import wants_cpu
 from baldistill.student.model import BASE_MARKER, load_student
 from baldistill.student.prefix_training import SharedPrefixTrainer, training_prefix_length
-from baldistill.student.trainer_arguments import accumulation_steps, precision, steps_per_epoch, training_arguments
+from baldistill.student.trainer_arguments import accumulation_steps, steps_per_epoch, training_arguments
 from baldistill.student.training_examples import Example, PaddingCount, encode_example
 from baldistill.student.training_log import close_log, log_step, open_log
 
@@ -241,7 +241,7 @@ def train(
         "gradient_accumulation_steps": accumulation,
         "num_processes": state.num_processes,
         "shared_prefix_tokens": prefix,
-        "precision": precision(cfg, state),
+        "precision": "bf16" if trainer.args.bf16 else "fp32",  # what the Trainer ran (train.precision resolved)
         "group_by_length": cfg.group_by_length,
         "padding_share": collator.padding_share(),
         **(notes or {}),
