@@ -3,7 +3,7 @@
 import pytest
 
 from baldistill.core.errors import BaldistillError
-from baldistill.report.comparison import align, compare, comparison_markdown
+from baldistill.report.comparison import align, compare, compare_pairs, comparison_markdown, pairs_markdown
 
 LABELS = ["earn", "acq", "grain", "tea"]
 COUNTS = {"earn": 900, "acq": 400, "grain": 60, "tea": 3}
@@ -88,3 +88,33 @@ def test_missing_baseline_is_one_clear_error():
             pool_counts=COUNTS,
             head_threshold=50,
         )
+
+
+def test_chosen_pairs_each_compare_their_own_two_policies():
+    """balance against naive and active against random, in one table: each pair's
+    difference is that policy minus its own baseline, not minus one shared baseline."""
+    half = [g if i % 2 else wrong(g) for i, g in enumerate(GOLDS)]
+    runs = {
+        "random": [run([wrong(g) for g in GOLDS])],
+        "naive": [run(half)],
+        "balance": [run(half), run(half)],
+        "active": [run(GOLDS)],
+    }
+    options = {"task": "classification", "labels": LABELS, "pool_counts": COUNTS, "head_threshold": 50, "n_boot": 200}
+    records = compare_pairs(runs, [("balance", "naive"), ("active", "random")], **options)
+    assert [(r["policy"], r["baseline"], r["runs"], r["baseline_runs"]) for r in records] == [
+        ("balance", "naive", 2, 1),
+        ("active", "random", 1, 1),
+    ]
+    assert records[0]["macro"].estimate == 0 and not records[0]["macro"].excludes_zero
+    assert records[1]["macro"].estimate > 0.5 and records[1]["macro"].excludes_zero
+    text = pairs_markdown(records, len(GOLDS))
+    assert "| balance | naive | 2 vs 1 |" in text
+    assert "- balance: no difference from naive is significant." in text
+    assert "- active: significantly better on macro, micro, balanced macro, head, tail than random." in text
+
+
+def test_a_pair_naming_a_policy_not_run_is_one_clear_error():
+    options = {"task": "classification", "labels": LABELS, "pool_counts": COUNTS, "head_threshold": 50}
+    with pytest.raises(BaldistillError, match="pair feedback:adaptive: no 'feedback' run"):
+        compare_pairs({"random": [run(GOLDS)], "adaptive": [run(GOLDS)]}, [("feedback", "adaptive")], **options)

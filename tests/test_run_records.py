@@ -101,6 +101,32 @@ def test_no_charts_writes_the_report_alone(tmp_path):
     assert result["charts"] == [] and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.md"]
 
 
+def _baldistill(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", "from baldistill.cli import main; main()", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+
+
+def test_each_baseline_gets_its_own_table_and_pairs_one_more(tmp_path):
+    runs = tmp_path / "runs"
+    policies = [("r-0", "random", 0.3), ("n-0", "naive", 0.5), ("b-0", "balance", 0.5), ("a-0", "adaptive", 0.9)]
+    save_records([record(name, policy, accuracy, i) for i, (name, policy, accuracy) in enumerate(policies)], runs)
+    names = [name for name, _, _ in policies]
+    args = ["report", *names, "--from-runs", "runs", "--n-boot", "50", "--no-charts", "--out", "out"]
+    done = _baldistill(*args, "--baseline", "random", "--baseline", "adaptive", "--pair", "balance:naive", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "out/report.md").read_text()
+    assert "Against random (1 run)" in text and "Against adaptive (1 run)" in text
+    assert "| balance | naive | 1 vs 1 |" in text and text.count("| balance | naive |") == 1
+
+
+@pytest.mark.parametrize("pair", ["balance", "balance:", ":naive", "a:b:c"])
+def test_a_pair_not_policy_colon_baseline_exits_2_naming_it_and_writes_nothing(tmp_path, pair):
+    save_records([record("r-0", "random", 0.3, 0)], tmp_path / "runs")
+    done = _baldistill("report", "r-0", "--from-runs", "runs", "--out", "out", "--pair", pair, cwd=tmp_path)
+    assert done.returncode == 2 and f"'{pair}' is not POLICY:BASELINE" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_from_runs_needs_the_experiments_named(tmp_path):
     with pytest.raises(BaldistillError, match="--from-runs"):
         write_report([], tmp_path / "out", from_runs=tmp_path)

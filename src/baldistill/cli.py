@@ -155,10 +155,22 @@ def fetch(names) -> None:
         click.echo(f"{name}: {path}")
 
 
+def _pairs(ctx, param, values) -> tuple[tuple[str, str], ...]:
+    """--pair POLICY:BASELINE values as (policy, baseline) tuples; anything else exits 2 naming it."""
+    pairs = tuple(tuple(value.split(":")) for value in values)
+    for value, pair in zip(values, pairs):
+        if len(pair) != 2 or not all(pair):
+            raise click.BadParameter(f"{value!r} is not POLICY:BASELINE (e.g. balance:naive)")
+    return pairs
+
+
 @main.command()
 @click.argument("experiments", nargs=-1)
 @click.option("--out", "out_dir", default="reports", show_default=True, help="folder for report.md and per_domain.png")
-@click.option("--baseline", default="random", show_default=True, help="policy the others are compared with")
+@click.option(
+    "--baseline", default=("random",), multiple=True, show_default=True, help="policy the others are compared with"
+)
+@click.option("--pair", "pairs", multiple=True, callback=_pairs, help="POLICY:BASELINE, one more reading (repeatable)")
 @click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(min=1), help="bootstrap replicates")
 @click.option("--times", type=click.Path(exists=True, dir_okay=False), help="TSV of each run's wall seconds")
 @click.option("--save-runs", type=click.Path(file_okay=False), help="also write each run's record here (commit them)")
@@ -166,19 +178,21 @@ def fetch(names) -> None:
 @click.option(
     "--no-charts", is_flag=True, help="write report.md only (e.g. another baseline over runs already charted)"
 )
-def report(experiments, out_dir, baseline, n_boot, times, save_runs, from_runs, no_charts) -> None:
+def report(experiments, out_dir, baseline, pairs, n_boot, times, save_runs, from_runs, no_charts) -> None:
     """Compare DVC experiments (names or revs, "workspace"; default: all):
     a markdown table (policy, macro and micro on the test split's own
     distribution, the balanced reading, head, tail, teacher calls), the labels
     each student never or over-predicts, each policy against --baseline with
-    paired bootstrap 95% intervals, and charts: per domain, head to tail, one
+    paired bootstrap 95% intervals (each --baseline its own table, each --pair a
+    row of one more), and charts: per domain, head to tail, one
     series per experiment; head vs tail; the head domains' confusion. A run's record
     (--save-runs) keeps what the report reads of it, so --from-runs rebuilds
     the report where the experiments themselves are gone (a fresh clone)."""
     from baldistill.report.experiments import read_times, write_report
 
     wall = read_times(times) if times else None
-    options = {"baseline": baseline, "n_boot": n_boot, "times": wall, "from_runs": from_runs, "save_runs": save_runs}
+    options = {"baseline": baseline, "pairs": pairs, "n_boot": n_boot, "times": wall}
+    options |= {"from_runs": from_runs, "save_runs": save_runs}
     result = write_report(list(experiments), out_dir, charts=not no_charts, **options)
     click.echo(Path(result["markdown"]).read_text(), nl=False)
     click.echo(f"charts: {', '.join(result['charts']) or 'none (--no-charts)'}")

@@ -83,6 +83,38 @@ def compare(
     return out
 
 
+def compare_pairs(
+    runs_by_policy: Mapping[str, Sequence[Predictions]], pairs: Sequence[tuple[str, str]], **options
+) -> list[dict]:
+    """One record per (policy, baseline) pair, as compare gives it plus "baseline" and
+    "baseline_runs": chosen readings such as the paper's Table 3 (balance against (N)),
+    where a table against one baseline would bury them. `options` as compare's."""
+    out = []
+    for policy, baseline in pairs:
+        missing = [p for p in (policy, baseline) if p not in runs_by_policy]
+        if missing:
+            raise BaldistillError(f"pair {policy}:{baseline}: no {missing[0]!r} run among the experiments compared")
+        [record] = compare({baseline: runs_by_policy[baseline], policy: runs_by_policy[policy]}, baseline, **options)
+        out.append({**record, "baseline": baseline, "baseline_runs": len(runs_by_policy[baseline])})
+    return out
+
+
+def pairs_markdown(records: Sequence[dict], n_test: int) -> str:
+    """The chosen pairs' differences (policy minus baseline), one row each, and a sentence per pair."""
+    lines = [
+        f"Chosen pairs, on the same {n_test} test rows: the first policy minus the second, in points, "
+        "paired bootstrap 95% interval; * = the interval excludes 0.",
+        "",
+        *_table_head(["policy", "against", "runs"]),
+    ]
+    for r in records:
+        runs = f"{r['runs']} vs {r['baseline_runs']}"
+        lines.append(f"| {r['policy']} | {r['baseline']} | {runs} | " + " | ".join(_cell(r[k]) for k in KEYS) + " |")
+    lines.append("")
+    lines += [_sentence(r, r["baseline"]) for r in records]
+    return "\n".join(lines) + "\n"
+
+
 def against_zeroshot(
     trained: Predictions, zeroshot: Predictions, info: dict, counts: dict[str, int], weighted: bool = True
 ) -> str:
@@ -128,24 +160,32 @@ def comparison_markdown(records: Sequence[dict], baseline: str, baseline_runs: i
         f"Against {baseline} ({baseline_runs} run{'s' * (baseline_runs != 1)}), on the same {n_test} test rows: "
         "difference in points, paired bootstrap 95% interval; * = the interval excludes 0.",
         "",
-        "| policy | runs | " + " | ".join(f"Δ {NAMES.get(key, key)}" for key in KEYS) + " |",
-        "|---|---|" + "---|" * len(KEYS),
+        *_table_head(["policy", "runs"]),
     ]
     for record in records:
         lines.append(f"| {record['policy']} | {record['runs']} | " + " | ".join(_cell(record[k]) for k in KEYS) + " |")
     lines.append("")
-    for record in records:
-        better = [k for k in KEYS if record[k].excludes_zero and record[k].estimate > 0]
-        worse = [k for k in KEYS if record[k].excludes_zero and record[k].estimate < 0]
-        if not better and not worse:
-            lines.append(f"- {record['policy']}: no difference from {baseline} is significant.")
-            continue
-        parts = [f"better on {_names(better)}"] if better else []
-        parts += [f"worse on {_names(worse)}"] if worse else []
-        rest = [k for k in KEYS if k not in better + worse]
-        tail = f"; {_names(rest)}: not significant" if rest else ""
-        lines.append(f"- {record['policy']}: significantly {' and '.join(parts)} than {baseline}{tail}.")
+    lines += [_sentence(record, baseline) for record in records]
     return "\n".join(lines) + "\n"
+
+
+def _table_head(columns: list[str]) -> list[str]:
+    """A differences table's header and rule: `columns`, then one Δ column per key."""
+    names = columns + [f"Δ {NAMES.get(key, key)}" for key in KEYS]
+    return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+
+
+def _sentence(record: dict, baseline: str) -> str:
+    """What is significant of one policy against `baseline`, and what is not, in words."""
+    better = [k for k in KEYS if record[k].excludes_zero and record[k].estimate > 0]
+    worse = [k for k in KEYS if record[k].excludes_zero and record[k].estimate < 0]
+    if not better and not worse:
+        return f"- {record['policy']}: no difference from {baseline} is significant."
+    parts = [f"better on {_names(better)}"] if better else []
+    parts += [f"worse on {_names(worse)}"] if worse else []
+    rest = [k for k in KEYS if k not in better + worse]
+    tail = f"; {_names(rest)}: not significant" if rest else ""
+    return f"- {record['policy']}: significantly {' and '.join(parts)} than {baseline}{tail}."
 
 
 def _names(keys: Sequence[str]) -> str:

@@ -27,7 +27,7 @@ from baldistill.core.errors import BaldistillError
 from baldistill.core.files import atomic_open
 from baldistill.core.layout import COUNTS, INFO, StagePaths
 from baldistill.core.rows import DEFAULT_HEAD_THRESHOLD, head_to_tail, is_head
-from baldistill.report.comparison import compare, comparison_markdown
+from baldistill.report.comparison import compare, compare_pairs, comparison_markdown, pairs_markdown
 from baldistill.report.exp_rows import experiment_baselines, final_stage, pick, read_output, run_name, with_file_metrics
 from baldistill.report.label_use import confusion_chart, label_use_markdown
 from baldistill.report.plots import comparison_chart, head_tail_chart
@@ -74,6 +74,18 @@ def per_domain(rev: str, stage: str, repo: str | None) -> dict[str, dict]:
     }
 
 
+def _pairing_options(records: list[dict], n_boot: int) -> dict:
+    info = records[0]["info"]
+    return {
+        "task": info["task"],
+        "labels": info.get("labels") or [],
+        "pool_counts": records[0]["counts"],
+        "head_threshold": info.get("head_threshold", DEFAULT_HEAD_THRESHOLD),
+        "n_boot": n_boot,
+        "test_counts": info.get("test_counts"),
+    }
+
+
 def intervals_section(records: list[dict], baseline: str, n_boot: int) -> str:
     """The paired-bootstrap comparison of every policy with `baseline`, or a line saying why there is none."""
     summaries = [r["summary"] for r in records]
@@ -82,18 +94,17 @@ def intervals_section(records: list[dict], baseline: str, n_boot: int) -> str:
         return f"\nNo {baseline} run among these experiments, so no intervals (choose one with --baseline).\n"
     if len(runs) < 2:
         return f"\nOnly {baseline} runs here: nothing to compare it with.\n"
-    info = records[0]["info"]
-    compared = compare(
-        runs,
-        baseline,
-        task=info["task"],
-        labels=info.get("labels") or [],
-        pool_counts=records[0]["counts"],
-        head_threshold=info.get("head_threshold", DEFAULT_HEAD_THRESHOLD),
-        n_boot=n_boot,
-        test_counts=info.get("test_counts"),
-    )
+    compared = compare(runs, baseline, **_pairing_options(records, n_boot))
     return "\n" + comparison_markdown(compared, baseline, len(runs[baseline]), len(runs[baseline][0]))
+
+
+def pairs_section(records: list[dict], pairs: list[tuple[str, str]], n_boot: int) -> str:
+    """The chosen (policy, baseline) pairs' intervals in one table (none: nothing)."""
+    if not pairs:
+        return ""
+    runs = by_policy([r["summary"] for r in records], [r["predictions"] for r in records])
+    compared = compare_pairs(runs, pairs, **_pairing_options(records, n_boot))
+    return "\n" + pairs_markdown(compared, len(records[0]["predictions"]))
 
 
 def collect(wanted: list[str], repo: str | None = None) -> list[dict]:
@@ -145,17 +156,19 @@ def write_report(
     wanted: list[str],
     out_dir: str | Path,
     repo: str | None = None,
-    baseline: str = "random",
+    baseline: str | tuple[str, ...] = "random",
     n_boot: int = 1000,
     times: dict[str, float] | None = None,
     from_runs: str | Path | None = None,
     save_runs: str | Path | None = None,
     charts: bool = True,
+    pairs: tuple[tuple[str, str], ...] = (),
 ) -> dict:
     """Write report.md and (with `charts`) per_domain.png, head_tail.png and, for
     classification, confusion_head.png under `out_dir`; returns the paths and rows.
     `times`: wall seconds per experiment name, where known. `from_runs`/`save_runs`:
-    a folder of run records to read from / write to."""
+    a folder of run records to read from / write to. `baseline`: one policy or several,
+    each with its own table; `pairs`: (policy, baseline) readings in one more table."""
     records = gather(wanted, repo, from_runs)
     if save_runs:
         save_records(records, save_runs)
@@ -180,7 +193,9 @@ def write_report(
         title += ", mean ± sd over each policy's runs"
     info = records[0]["info"]
     head_threshold = info.get("head_threshold", DEFAULT_HEAD_THRESHOLD)  # older runs lack it
-    text += intervals_section(records, baseline, n_boot)
+    for each in (baseline,) if isinstance(baseline, str) else baseline:
+        text += intervals_section(records, each, n_boot)
+    text += pairs_section(records, list(pairs), n_boot)
     out = Path(out_dir)
     with atomic_open(out / "report.md") as handle:
         handle.write(text)
